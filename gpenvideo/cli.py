@@ -1,0 +1,179 @@
+"""Command line: parses arguments into config dataclasses and is the only place that prints
+to the user or exits. Errors become one line on stderr and an exit code (2 bad input,
+1 internal failure, 130 interrupted); --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import CODECS, DETECTORS, MODELS, PRECISIONS, RestoreConfig, load_config, validate
+from .errors import GpenVideoError
+
+
+class _ArgParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"gpenvideo: error: {message} (see gpenvideo {self.prog.split()[-1]} "
+                         "--help)\n")
+        raise SystemExit(2)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file of settings (see configs/default.toml)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_decode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deinterlace", choices=["auto", "on", "off"],
+                   help="deinterlace with bwdif: auto (frames flagged interlaced), on, off")
+
+
+def _add_detect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
+    p.add_argument("--min-face-size", type=int, help="ignore faces smaller than this (pixels)")
+    p.add_argument("--score-threshold", type=float, help="minimum detector score (0-1)")
+    p.add_argument("--max-faces", type=int, help="restore at most N faces per frame (largest)")
+    p.add_argument("--weights-dir", type=Path, help="folder searched first for model files")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgParser(prog="gpenvideo",
+                        description="Restore faces in videos with GPEN, keeping audio and timing.")
+    parser.add_argument("--version", action="version", version=f"gpenvideo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgParser)
+
+    r = sub.add_parser("restore", help="restore the faces of a video")
+    r.add_argument("input", type=Path, help="video file")
+    r.add_argument("-o", "--output", type=Path,
+                   help="output file or folder (default: <name>_restored.<ext> beside the input)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_decode(r)
+    r.add_argument("--codec", choices=CODECS, help="video encoder (default libx264)")
+    r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
+    r.add_argument("--preset", help="encoder speed preset (codec default)")
+    r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
+    r.add_argument("--identity", action="store_true",
+                   help="decode and re-encode only, no face work (checks I/O and timing)")
+    _add_common(r)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RestoreConfig:
+    """Merge --config and the command-line options into a validated RestoreConfig."""
+    cfg = load_config(args.config)
+    mapping = {
+        "deinterlace": ("decode", "deinterlace"),
+        "codec": ("encode", "codec"),
+        "crf": ("encode", "crf"),
+        "preset": ("encode", "preset"),
+    }
+    for arg, (section, key) in mapping.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            cfg = cfg.replace(section, **{key: value})
+    if getattr(args, "no_audio", False):
+        cfg = cfg.replace("encode", audio=False)
+    if getattr(args, "quiet", False):
+        cfg = cfg.replace("pipeline", progress=False)
+    return validate(cfg)
+
+
+class _WarningPrinter(logging.Handler):
+    """Prints the package's warnings as one line each and counts them for the summary."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        _clear_line()
+        sys.stderr.write(f"gpenvideo: warning: {record.getMessage()}\n")
+
+
+_progress_shown = False
+
+
+def _clear_line() -> None:
+    global _progress_shown
+    if _progress_shown:
+        sys.stderr.write("\r\033[K")
+        _progress_shown = False
+
+
+def _print_progress(p) -> None:  # p: pipeline.Progress
+    global _progress_shown
+    total = f"/{p.frames_total}" if p.frames_total else ""
+    pct = f" {100 * p.frames_done / p.frames_total:5.1f}%" if p.frames_total else ""
+    eta = f" ETA {_hms(p.eta)}" if p.eta is not None else ""
+    faces = f" {p.faces_done / p.elapsed:6.1f} faces/s" if p.faces_done else ""
+    sys.stderr.write(f"\r\033[K{p.frames_done}{total} frames{pct} {p.fps:6.1f} fps{faces}{eta}")
+    sys.stderr.flush()
+    _progress_shown = True
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    cfg = config_from_args(args)
+    show = cfg.pipeline.progress and sys.stderr.isatty()
+    summary = pipeline.run(args.input, args.output, cfg, overwrite=args.overwrite,
+                           progress=_print_progress if show else None)
+    _clear_line()
+    if not args.quiet:
+        print(f"wrote {summary.output}: {summary.frames} frames, {summary.faces} faces in "
+              f"{summary.tracks} tracks, {summary.seconds:.1f} s ({summary.fps:.1f} fps)")
+        for note in summary.notes:
+            print(f"  note: {note}")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gpenvideo` console script. Returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    handler = _WarningPrinter()
+    logger = logging.getLogger("gpenvideo")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except GpenVideoError as exc:
+        _clear_line()
+        if args.debug:
+            raise
+        sys.stderr.write(f"gpenvideo: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _clear_line()
+        sys.stderr.write("gpenvideo: interrupted\n")
+        return 130
+    except Exception as exc:  # an internal failure: say what and how to see more
+        _clear_line()
+        if args.debug:
+            raise
+        sys.stderr.write(f"gpenvideo: internal error: {type(exc).__name__}: {exc} "
+                         "(run again with --debug for the traceback)\n")
+        return 1
+    finally:
+        logger.removeHandler(handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

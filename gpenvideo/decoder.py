@@ -1,0 +1,278 @@
+"""Decode one video file into a stream of Frames with PyAV.
+
+One decoder per file, threaded decoding, exact pts and time base (variable frame rate kept),
+any pixel format and bit depth (8-bit sources become uint8 BGR, deeper ones uint16 BGR),
+rotation metadata applied so stages see upright pictures (the encoder rotates back and writes
+the same metadata), optional deinterlacing through libavfilter's bwdif.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .config import DecodeConfig
+from .errors import InputError
+from .frames import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+# FFmpeg enum values (libavutil/pixfmt.h) the colour conversion needs.
+RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
+SPACE_BT709, SPACE_UNSPECIFIED, SPACE_BT470BG, SPACE_SMPTE170M = 1, 2, 5, 6
+SPACE_BT2020_NCL = 9
+# swscale knows these matrices by name; anything else is converted as BT.601.
+_SWS_SPACE = {SPACE_BT709: "ITU709", SPACE_BT470BG: "ITU601", SPACE_SMPTE170M: "ITU601",
+              SPACE_BT2020_NCL: "ITU2020"}
+HD_HEIGHT = 720  # untagged sources at least this tall are taken to be BT.709, as players do
+
+
+def check_input_path(path: Path) -> None:
+    """Refuse what cannot be a video file before FFmpeg sees it. Raises InputError."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a video file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; give a complete video file")
+
+
+def sws_colorspace(colorspace: int, height: int) -> str:
+    """The swscale matrix name for a stream's colorspace; untagged HD is BT.709, SD BT.601."""
+    if colorspace in _SWS_SPACE:
+        return _SWS_SPACE[colorspace]
+    return "ITU709" if colorspace == SPACE_UNSPECIFIED and height >= HD_HEIGHT else "ITU601"
+
+
+def sws_range(color_range: int, pix_fmt: str) -> str:
+    """The swscale range of a source: full for JPEG-style and RGB formats, else limited (TV)."""
+    if color_range == RANGE_FULL or pix_fmt.startswith(("yuvj", "gbr", "rgb", "bgr")):
+        return "JPEG"
+    return "MPEG"
+
+
+def _format_traits(fmt: av.VideoFormat) -> tuple[int, str]:
+    """(bits per component, chroma layout) of a pixel format."""
+    bits = max(c.bits for c in fmt.components)
+    name = fmt.name
+    if "420" in name or name in ("nv12", "nv21", "p010le", "p016le"):
+        chroma = "420"
+    elif "422" in name or name in ("yuyv422", "uyvy422"):
+        chroma = "422"
+    elif "411" in name:
+        chroma = "411"
+    else:
+        chroma = "444"
+    return bits, chroma
+
+
+class Decoder:
+    """Reads the first video stream of one file. Use as a context manager.
+
+    `info` describes the stream (available right after construction); `frames()` yields
+    Frame objects once; `corrupt_packets` counts packets that failed to decode and were skipped.
+    Raises InputError for anything that is not a readable video.
+    """
+
+    def __init__(self, path: str | Path, cfg: DecodeConfig | None = None) -> None:
+        self.path = Path(path)
+        self.cfg = cfg or DecodeConfig()
+        self.corrupt_packets = 0
+        self.repaired_timestamps = 0
+        check_input_path(self.path)
+        try:
+            self._container = av.open(str(self.path), mode="r", metadata_errors="replace")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(
+                f"{self.path}: not a readable video file ({_reason(exc)}); "
+                "check that the file is complete and is a video"
+            ) from exc
+        try:
+            self._open_stream()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _open_stream(self) -> None:
+        streams = [s for s in self._container.streams.video
+                   if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            raise InputError(f"{self.path}: has no video stream (audio only?); give a video file")
+        self._stream = streams[0]
+        self._stream.thread_type = "AUTO"
+        if self.cfg.threads:
+            self._stream.codec_context.thread_count = self.cfg.threads
+        self._graph: av.filter.Graph | None = None
+        self._raw = self._decoded_frames()
+        # Decode the first frame now: it carries rotation, interlacing and the real pixel format,
+        # and a file with no decodable picture is refused here rather than half-way.
+        try:
+            self._first = next(self._raw)
+        except StopIteration:
+            raise InputError(
+                f"{self.path}: no video frame could be decoded; the file is damaged or cut off"
+            ) from None
+        self.info = self._probe(self._first)
+        self._handed_out = False
+
+    def _probe(self, first: av.VideoFrame) -> VideoInfo:
+        stream, cc = self._stream, self._stream.codec_context
+        bits, chroma = _format_traits(first.format)
+        rotation = int(round(first.rotation or 0)) % 360
+        rotation = rotation - 360 if rotation > 180 else rotation
+        if rotation not in (0, 90, 180, -90):
+            log.warning("%s: rotation %d is not a multiple of 90 degrees; ignored",
+                        self.path, rotation)
+            rotation = 0
+        width, height = first.width, first.height
+        if rotation in (90, -90):
+            width, height = height, width
+        field_order = str(getattr(cc, "field_order", "") or "").lower()
+        interlaced = bool(first.interlaced_frame) or field_order in ("tt", "bb", "tb", "bt")
+        mode = self.cfg.deinterlace
+        deinterlace = mode == "on" or (mode == "auto" and interlaced)
+        if deinterlace:
+            self._graph = self._build_deinterlacer(first, "all" if mode == "on" else "interlaced")
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / av.time_base
+        sar = cc.sample_aspect_ratio or stream.sample_aspect_ratio
+        return VideoInfo(
+            path=str(self.path),
+            width=width,
+            height=height,
+            codec=cc.name,
+            pix_fmt=first.format.name,
+            bit_depth=bits,
+            chroma=chroma,
+            time_base=Fraction(stream.time_base),
+            frame_rate=Fraction(stream.average_rate) if stream.average_rate else None,
+            frames=int(stream.frames or 0),
+            duration=duration,
+            rotation=rotation,
+            sample_aspect_ratio=Fraction(sar) if sar else None,
+            color_range=int(first.color_range),
+            colorspace=int(first.colorspace),
+            color_primaries=int(first.color_primaries),
+            color_trc=int(first.color_trc),
+            interlaced=interlaced,
+            deinterlaced=deinterlace,
+            metadata=dict(self._container.metadata),
+            stream_metadata=dict(stream.metadata),
+        )
+
+    def _build_deinterlacer(self, first: av.VideoFrame, deint: str) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        src = graph.add_buffer(template=self._stream, time_base=self._stream.time_base,
+                               width=first.width, height=first.height, format=first.format)
+        # send_frame: one output frame per input frame, timestamps unchanged.
+        bwdif = graph.add("bwdif", f"mode=send_frame:parity=auto:deint={deint}")
+        sink = graph.add("buffersink")
+        src.link_to(bwdif)
+        bwdif.link_to(sink)
+        graph.configure()
+        return graph
+
+    def _decoded_frames(self) -> Iterator[av.VideoFrame]:
+        """Raw decoded frames; packets that fail to decode are counted and skipped."""
+        demux = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:  # broken container structure: keep what we have
+                self.corrupt_packets += 1
+                log.warning("%s: demuxing stopped early (%s)", self.path, _reason(exc))
+                return
+            try:
+                yield from packet.decode()
+            except av.FFmpegError:
+                self.corrupt_packets += 1
+
+    def _filtered(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        graph = self._graph
+        if graph is None:
+            yield from frames
+            return
+        for vf in frames:
+            graph.push(vf)
+            yield from _pull_all(graph)
+        graph.push(None)
+        yield from _pull_all(graph)
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every frame once, in presentation order, as a Frame (see frames.Frame)."""
+        if self._handed_out:
+            raise RuntimeError("Decoder.frames() can be iterated once")
+        self._handed_out = True
+        info = self.info
+        out_format = "bgr24" if info.bit_depth <= 8 else "bgr48le"
+        space = sws_colorspace(info.colorspace, info.height)
+        src_range = sws_range(info.color_range, info.pix_fmt)
+        default_step = _default_step(info)
+        last_pts: int | None = None
+
+        def stream() -> Iterator[av.VideoFrame]:
+            yield self._first
+            yield from self._raw
+
+        for index, vf in enumerate(self._filtered(stream())):
+            pts, duration = vf.pts, vf.duration or 0
+            if vf.time_base is not None and vf.time_base != info.time_base:
+                # bwdif runs at half the time base (it could double the rate): rescale back
+                scale = Fraction(vf.time_base) / info.time_base
+                pts = None if pts is None else round(pts * scale)
+                duration = round(duration * scale)
+            if pts is None:  # some AVI/ES sources: continue from the previous frame
+                pts = 0 if last_pts is None else last_pts + default_step
+                self.repaired_timestamps += 1
+            elif last_pts is not None and pts <= last_pts:
+                pts = last_pts + 1
+                self.repaired_timestamps += 1
+            last_pts = pts
+            image = vf.to_ndarray(format=out_format, src_colorspace=space, dst_colorspace=space,
+                                  src_color_range=src_range, dst_color_range="JPEG")
+            if info.rotation:
+                image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
+            yield Frame(index=index, pts=int(pts), duration=int(duration), image=image)
+        if self.repaired_timestamps:
+            log.warning("%s: %d frames had missing or repeated timestamps and were renumbered",
+                        self.path, self.repaired_timestamps)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pull_all(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
+    while True:
+        try:
+            yield graph.pull()
+        except (av.BlockingIOError, av.EOFError):
+            return
+
+
+def _default_step(info: VideoInfo) -> int:
+    """One frame's duration in time-base units, for frames that come without a timestamp."""
+    if info.frame_rate:
+        return max(1, round(1 / (info.frame_rate * info.time_base)))
+    return 1
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason from an FFmpeg error, without the file name it repeats."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(":")[-1].strip() or type(exc).__name__

@@ -1,0 +1,310 @@
+"""Encode Frames with PyAV into the output file and copy the source's other streams into it.
+
+The video keeps the source's timestamps, time base, frame durations, colour tags, sample aspect
+ratio, rotation metadata and container tags. Audio and subtitle packets are copied bit for bit
+from a second demuxer of the source and interleaved by time; a stream the output container
+cannot hold is transcoded (audio to AAC) or left out, with a warning either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .config import EncodeConfig
+from .decoder import sws_colorspace, sws_range
+from .errors import EncodeError, InputError
+from .frames import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+# Containers whose muxers keep exact timestamps and hold modern codecs with copied audio.
+MODERN_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+FALLBACK_SUFFIX = ".mkv"
+
+
+@dataclass(frozen=True)
+class CodecDefaults:
+    crf_option: str | None  # the encoder option that takes --crf (None: no quality scale)
+    crf: int | None  # default quality
+    preset: str | None  # default speed preset
+    extra: tuple[tuple[str, str], ...] = ()  # other options always set
+
+
+CODEC_DEFAULTS = {
+    "libx264": CodecDefaults("crf", 18, "medium"),
+    "libx265": CodecDefaults("crf", 20, "medium", (("x265-params", "log-level=error"),)),
+    "h264_nvenc": CodecDefaults("cq", 19, "p5", (("rc", "vbr"),)),
+    "hevc_nvenc": CodecDefaults("cq", 21, "p5", (("rc", "vbr"),)),
+    "libsvtav1": CodecDefaults("crf", 28, "8"),
+    "ffv1": CodecDefaults(None, None, None, (("level", "3"), ("slicecrc", "1"))),
+    "prores_ks": CodecDefaults(None, None, None, (("profile", "3"),)),  # 3: ProRes 422 HQ
+}
+
+STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                    8: "7.1"}
+AAC_FRAME_SIZE = 1024  # samples per AAC frame
+# Seconds that copied packets may run ahead of the video in the interleaving.
+INTERLEAVE_AHEAD = 0.5
+
+
+def container_for(path: Path) -> str | None:
+    """FFmpeg muxer name for an output suffix among MODERN_CONTAINERS, else None."""
+    return MODERN_CONTAINERS.get(path.suffix.lower())
+
+
+def default_output_suffix(source: Path) -> str:
+    """Suffix of the default output: the source's own where it is a modern container, else .mkv."""
+    suffix = source.suffix.lower()
+    return suffix if suffix in MODERN_CONTAINERS else FALLBACK_SUFFIX
+
+
+def choose_pix_fmt(codec: str, bit_depth: int, chroma: str) -> str:
+    """Output pixel format following the source's depth and chroma where the codec allows.
+
+    Tries yuv<chroma>p at the source depth, then 4:2:0 at that depth, then 8-bit 4:2:0.
+    """
+    supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
+    depth = 8 if bit_depth <= 8 else (10 if bit_depth <= 10 else 12)
+    chroma = chroma if chroma in ("420", "422", "444") else "420"
+    suffix = "" if depth == 8 else f"{depth}le"
+    candidates = [f"yuv{chroma}p{suffix}", f"yuv420p{suffix}"]
+    if depth > 8:
+        candidates += ["yuv420p10le", "p010le"]  # NVENC takes 10-bit as p010
+        if chroma == "444":
+            candidates.append("yuv444p16le")
+    candidates += ["yuv420p", "yuv422p10le", "nv12"]  # the last two: ProRes, NVENC
+    for name in candidates:
+        if name in supported:
+            return name
+    raise EncodeError(f"encoder {codec} takes none of the pixel formats tried ({candidates})")
+
+
+class Encoder:
+    """Writes one output file. Use as a context manager; `close()` flushes and finalizes.
+
+    path: the (temporary) file to write; fmt: its muxer name; info: the source's VideoInfo;
+    size: (width, height) of the frames that will be written, upright (the source's size times
+    the upscale factor); copy_streams: copy the source's audio and subtitles.
+    Raises InputError when the container cannot hold the codec, EncodeError when encoding fails.
+    """
+
+    def __init__(self, path: Path, fmt: str, info: VideoInfo, cfg: EncodeConfig,
+                 size: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self.info = info
+        self.cfg = cfg
+        self.frames_written = 0
+        self._durations: dict[int, int] = {}  # pts -> source frame duration, until muxed
+        self.notes: list[str] = []  # what was transcoded or left out, for the summary
+        width, height = size or (info.width, info.height)
+        if info.rotation in (90, -90):  # written in the source's stored orientation
+            width, height = height, width
+        self._source: av.container.InputContainer | None = None
+        self._out = av.open(str(path), mode="w", format=fmt)
+        try:
+            if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
+                raise InputError(f"{path.name}: the {fmt} container cannot hold {cfg.codec} video; "
+                                 f"write to a .mkv or .mov file instead")
+            self._video = self._add_video_stream(width, height)
+            self._copies: dict[int, _CopiedStream] = {}
+            if cfg.audio:
+                self._add_copied_streams()
+            self._out.metadata.update({k: v for k, v in info.metadata.items()
+                                       if k.lower() not in ("encoder", "major_brand",
+                                                            "minor_version",
+                                                            "compatible_brands")})
+            self._pending = self._copied_packets()
+            self._next_copy = next(self._pending, None)
+        except BaseException:
+            self._close_containers()
+            raise
+        self._space = sws_colorspace(info.colorspace, info.height)
+        self._dst_range = sws_range(info.color_range, self._video.codec_context.pix_fmt)
+        self._in_format = "bgr24" if info.bit_depth <= 8 else "bgr48le"
+
+    def _add_video_stream(self, width: int, height: int) -> av.VideoStream:
+        info, cfg = self.info, self.cfg
+        defaults = CODEC_DEFAULTS[cfg.codec]
+        options = dict(defaults.extra)
+        crf = cfg.crf if cfg.crf is not None else defaults.crf
+        if defaults.crf_option and crf is not None:
+            options[defaults.crf_option] = str(crf)
+        elif cfg.crf is not None:
+            log.warning("--crf is ignored by %s (it has no quality scale)", cfg.codec)
+        preset = cfg.preset or defaults.preset
+        if preset and defaults.preset:
+            options["preset"] = preset
+        elif cfg.preset:
+            log.warning("--preset is ignored by %s", cfg.codec)
+        rate = info.frame_rate or Fraction(25)
+        stream = self._out.add_stream(cfg.codec, rate=rate, options=options)
+        cc = stream.codec_context
+        cc.width, cc.height = width, height
+        cc.pix_fmt = choose_pix_fmt(cfg.codec, info.bit_depth, info.chroma)
+        cc.time_base = info.time_base
+        stream.time_base = info.time_base
+        if info.sample_aspect_ratio and info.sample_aspect_ratio != 1:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
+        cc.color_range = info.color_range
+        cc.colorspace = info.colorspace
+        cc.color_primaries = info.color_primaries
+        cc.color_trc = info.color_trc
+        if cfg.codec in ("libx264", "libx265", "libsvtav1", "ffv1"):
+            cc.thread_count = 0  # all cores
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        stream.metadata.update({k: v for k, v in info.stream_metadata.items()
+                                if k.lower() in ("language", "title", "creation_time")})
+        return stream
+
+    def _add_copied_streams(self) -> None:
+        self._source = av.open(self.info.path, mode="r", metadata_errors="replace")
+        for stream in self._source.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            name = stream.codec_context.name if stream.codec_context else "unknown"
+            if _codec_ok(self._out, name):
+                out = self._out.add_stream_from_template(stream)
+                self._copies[stream.index] = _CopiedStream(stream, out, None)
+            elif stream.type == "audio":
+                rate = stream.codec_context.sample_rate
+                # the standard layout for the channel count (AAC refuses unordered layouts)
+                layout = STANDARD_LAYOUTS.get(stream.codec_context.layout.nb_channels, "stereo")
+                out = self._out.add_stream("aac", rate=rate)
+                out.codec_context.layout = layout
+                out.codec_context.format = "fltp"
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate,
+                                              frame_size=AAC_FRAME_SIZE)
+                self._copies[stream.index] = _CopiedStream(stream, out, resampler)
+                self._note(f"audio stream {stream.index} ({name}) is transcoded to AAC: "
+                           f"the {self._out.format.name} container cannot hold {name}")
+            else:
+                self._note(f"subtitle stream {stream.index} ({name}) is left out: "
+                           f"the {self._out.format.name} container cannot hold it")
+        for copy in self._copies.values():
+            copy.out.metadata.update(copy.src.metadata)
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        log.warning("%s", text)
+
+    def _copied_packets(self) -> Iterator[av.Packet]:
+        if not self._copies or self._source is None:
+            return
+        streams = [c.src for c in self._copies.values()]
+        try:
+            for packet in self._source.demux(streams):
+                if packet.size == 0:  # demuxer flush marker, not data
+                    continue
+                yield packet
+        except av.FFmpegError as exc:
+            log.warning("%s: copying audio stopped early (%s)", self.info.path, exc)
+
+    def _mux_copies_until(self, seconds: float | None) -> None:
+        """Mux pending copied packets up to `seconds` (all of them when None)."""
+        while self._next_copy is not None:
+            packet = self._next_copy
+            t = _packet_seconds(packet)
+            if seconds is not None and t is not None and t > seconds + INTERLEAVE_AHEAD:
+                return
+            copy = self._copies[packet.stream.index]
+            if copy.resampler is None:
+                packet.stream = copy.out
+                self._out.mux(packet)
+            else:
+                self._transcode(copy, packet)
+            self._next_copy = next(self._pending, None)
+        if seconds is None:
+            for copy in self._copies.values():
+                if copy.resampler is not None:
+                    self._transcode(copy, None)
+
+    def _transcode(self, copy: _CopiedStream, packet: av.Packet | None) -> None:
+        frames = copy.src.decode(packet) if packet is not None else [None]
+        for frame in frames:
+            for chunk in copy.resampler.resample(frame):
+                self._out.mux(copy.out.encode(chunk))
+        if packet is None:
+            self._out.mux(copy.out.encode(None))
+
+    def write(self, frame: Frame) -> None:
+        """Encode one frame (its image as described in frames.Frame) at its own pts."""
+        image = frame.image
+        if self.info.rotation:
+            image = np.ascontiguousarray(np.rot90(image, -self.info.rotation // 90))
+        vf = av.VideoFrame.from_ndarray(image, format=self._in_format)
+        cc = self._video.codec_context
+        vf = vf.reformat(format=cc.pix_fmt, src_colorspace=self._space,
+                         dst_colorspace=self._space, src_color_range="JPEG",
+                         dst_color_range=self._dst_range)
+        vf.pts = frame.pts
+        vf.time_base = self.info.time_base
+        if frame.duration:
+            vf.duration = frame.duration
+            self._durations[frame.pts] = frame.duration
+        self._mux_copies_until(float(frame.pts * self.info.time_base))
+        try:
+            packets = self._video.encode(vf)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.path.name}: the {self.cfg.codec} encoder failed "
+                              f"({exc}); try another --codec") from exc
+        self._mux_video(packets)
+        self.frames_written += 1
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        # Encoders derive packet durations from the nominal rate; give each packet its source
+        # frame's duration instead, so the last frame (and the file) lasts exactly as long.
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None) if packet.pts is not None else None
+            if duration:
+                packet.duration = duration
+        self._out.mux(packets)
+
+    def close(self) -> None:
+        """Flush the encoder and the copied streams, write the trailer, close both files."""
+        try:
+            self._mux_video(self._video.encode(None))
+            self._mux_copies_until(None)
+        finally:
+            self._close_containers()
+
+    def _close_containers(self) -> None:
+        try:
+            self._out.close()
+        finally:
+            if self._source is not None:
+                self._source.close()
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._close_containers()
+
+
+@dataclass
+class _CopiedStream:
+    src: av.stream.Stream
+    out: av.stream.Stream
+    resampler: av.AudioResampler | None  # set when the stream is transcoded to AAC
+
+
+def _codec_ok(out: av.container.OutputContainer, codec: str) -> bool:
+    return codec in out.supported_codecs
+
+
+def _packet_seconds(packet: av.Packet) -> float | None:
+    ts = packet.dts if packet.dts is not None else packet.pts
+    if ts is None or packet.time_base is None:
+        return None
+    return float(ts * packet.time_base)

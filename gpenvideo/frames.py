@@ -1,0 +1,76 @@
+"""The types that cross stage boundaries. Plain data: numpy arrays, no behaviour beyond accessors.
+
+Landmark order everywhere in the package: left eye, right eye, nose tip, left mouth corner,
+right mouth corner, "left" and "right" as seen in the image (image-left eye first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the decoder learned about the video stream it reads."""
+
+    path: str
+    width: int  # width of the frames handed to stages (after rotation to upright)
+    height: int  # height of the frames handed to stages
+    codec: str  # source codec name, e.g. "h264"
+    pix_fmt: str  # source pixel format, e.g. "yuv420p10le"
+    bit_depth: int  # bits per component of the source (8, 10, 12, 16)
+    chroma: str  # source chroma layout: "420", "422", "444" (RGB and gray count as "444")
+    time_base: Fraction  # unit of Frame.pts
+    frame_rate: Fraction | None  # average frame rate (None when the container does not say)
+    frames: int  # number of frames the container announces (0 when unknown)
+    duration: float | None  # seconds, when known
+    rotation: int  # display rotation of the source, degrees counter-clockwise (0, 90, 180, -90)
+    sample_aspect_ratio: Fraction | None  # pixel aspect ratio (None or 1 for square pixels)
+    color_range: int  # FFmpeg AVColorRange of the source (0 unspecified, 1 limited, 2 full)
+    colorspace: int  # FFmpeg AVColorSpace (matrix) of the source
+    color_primaries: int  # FFmpeg AVColorPrimaries of the source
+    color_trc: int  # FFmpeg AVColorTransferCharacteristic of the source
+    interlaced: bool  # the stream or its first frame says it is interlaced
+    deinterlaced: bool  # the decoder deinterlaces (bwdif) what it hands on
+    metadata: dict[str, str] = field(default_factory=dict)  # container tags (title, ...)
+    stream_metadata: dict[str, str] = field(default_factory=dict)  # video stream tags (language)
+
+    @property
+    def dtype(self) -> type:
+        """numpy dtype of Frame.image: uint8 for 8-bit sources, uint16 for deeper ones."""
+        return np.uint8 if self.bit_depth <= 8 else np.uint16
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found by a detector, in frame pixel coordinates."""
+
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2
+    landmarks: np.ndarray  # (5, 2) float32, package landmark order
+    score: float
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face of one frame as the tracker hands it on: its track and its smoothed landmarks."""
+
+    track_id: int
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2 (interpolated where the frame was filled in)
+    raw: np.ndarray | None  # (5, 2) float32 detector landmarks; None where filled in
+    smoothed: np.ndarray  # (5, 2) float32 landmarks after temporal smoothing
+    score: float  # detector score (interpolated where filled in)
+
+
+@dataclass
+class Frame:
+    """One decoded picture on its way through the pipeline."""
+
+    index: int  # 0-based position in decode order of output frames
+    pts: int  # presentation timestamp in VideoInfo.time_base
+    duration: int  # frame duration in VideoInfo.time_base (0 when unknown)
+    image: np.ndarray  # (H, W, 3) BGR, uint8 for 8-bit sources, uint16 (full 16-bit scale) above
+    faces: list[TrackedFace] = field(default_factory=list)  # filled in by the tracker
+    scene_cut: bool = False  # the tracker saw a scene cut before this frame

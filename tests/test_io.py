@@ -1,0 +1,329 @@
+"""Decoder, encoder, audio copy, output safety and bad input, on clips made with PyAV."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from clips import make_clip
+
+from gpenvideo import pipeline
+from gpenvideo.cli import main
+from gpenvideo.config import RestoreConfig
+from gpenvideo.decoder import Decoder
+from gpenvideo.errors import InputError, OutputError
+
+
+def video_pts(path: Path) -> tuple[list[int], Fraction, int | None]:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return [f.pts for f in c.decode(v)], v.time_base, v.duration
+
+
+def video_times(path: Path) -> list[Fraction]:
+    """Presentation times in seconds (exact), for comparisons across containers."""
+    pts, tb, _ = video_pts(path)
+    return [p * tb for p in pts]
+
+
+def packet_hashes(path: Path, kind: str = "audio") -> dict[int, list[tuple[int, str]]]:
+    out: dict[int, list[tuple[int, str]]] = {}
+    with av.open(str(path)) as c:
+        streams = [s for s in c.streams if s.type == kind]
+        for pk in c.demux(*streams):
+            if pk.size:
+                out.setdefault(pk.stream.index, []).append(
+                    (pk.pts, hashlib.sha256(bytes(pk)).hexdigest()))
+    return out
+
+
+def identity(src: Path, dst: Path | None = None, **kw) -> pipeline.RunSummary:
+    cfg = kw.pop("cfg", RestoreConfig())
+    return pipeline.run(src, dst, cfg, **kw)
+
+
+def test_vfr_round_trip_keeps_every_pts_duration_and_audio(tmp_path):
+    src = make_clip(tmp_path / "vfr.mp4", frames=40, vfr=True, audio=2)
+    summary = identity(src)
+    out = tmp_path / "vfr_restored.mp4"
+    assert Path(summary.output) == out and out.exists()
+    pts_in, tb_in, dur_in = video_pts(src)
+    pts_out, tb_out, dur_out = video_pts(out)
+    assert len(pts_in) == 40
+    assert len(set(np.diff(pts_in))) > 1, "the clip should be variable frame rate"
+    assert pts_out == pts_in and tb_out == tb_in
+    assert dur_out == dur_in
+    a_in, a_out = packet_hashes(src), packet_hashes(out)
+    assert len(a_in) == 2
+    assert [a_out[k] for k in sorted(a_out)] == [a_in[k] for k in sorted(a_in)]
+
+
+def test_mkv_round_trip_with_audio_and_language_tags(tmp_path):
+    src = make_clip(tmp_path / "clip.mkv", frames=25, audio=2, metadata={"title": "Holiday 1994"})
+    summary = identity(src)
+    out = Path(summary.output)
+    assert video_pts(out)[0] == video_pts(src)[0]
+    assert list(packet_hashes(out).values()) == list(packet_hashes(src).values())
+    with av.open(str(out)) as c:
+        assert c.metadata.get("title") == "Holiday 1994"
+        assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "fra"]
+
+
+def test_no_audio_option(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", frames=10, audio=1)
+    out = Path(identity(src, cfg=RestoreConfig().replace("encode", audio=False)).output)
+    with av.open(str(out)) as c:
+        assert len(c.streams.audio) == 0 and len(c.streams.video) == 1
+
+
+def test_rotation_is_applied_for_stages_and_written_back(tmp_path):
+    src = make_clip(tmp_path / "phone.mp4", frames=8, size=(160, 96), rotation=90)
+    with Decoder(src) as dec:
+        assert dec.info.rotation == 90
+        assert (dec.info.width, dec.info.height) == (96, 160)
+        first = next(dec.frames())
+        assert first.image.shape == (160, 96, 3)
+    out = Path(identity(src).output)
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (160, 96)
+        frame = next(c.decode(v))
+        assert frame.rotation == 90
+
+
+def test_color_metadata_and_sample_aspect_ratio_are_kept(tmp_path):
+    src = make_clip(tmp_path / "tape.mkv", frames=10, size=(180, 120), colorspace=1,
+                    color_range=1, color_primaries=1, color_trc=1, sar=Fraction(8, 9))
+    out = Path(identity(src).output)
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        f = next(c.decode(v))
+        assert (int(f.colorspace), int(f.color_range), int(f.color_primaries),
+                int(f.color_trc)) == (1, 1, 1, 1)
+        assert v.codec_context.sample_aspect_ratio == Fraction(8, 9)
+
+
+def test_ten_bit_source_gives_ten_bit_output_and_uint16_frames(tmp_path):
+    src = make_clip(tmp_path / "cam.mkv", frames=6, pix_fmt="yuv422p10le")
+    with Decoder(src) as dec:
+        assert dec.info.bit_depth == 10 and dec.info.chroma == "422"
+        assert next(dec.frames()).image.dtype == np.uint16
+    out = Path(identity(src).output)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv422p10le"
+
+
+def test_odd_size_source(tmp_path):
+    src = make_clip(tmp_path / "odd.mkv", frames=5, size=(161, 97), pix_fmt="yuv444p")
+    with Decoder(src) as dec:
+        img = next(dec.frames()).image
+        assert img.shape == (97, 161, 3)
+    out = Path(identity(src).output)
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.width, cc.height) == (161, 97)
+        assert len(list(c.decode(video=0))) == 5
+
+
+def test_pixels_survive_the_round_trip(tmp_path):
+    src = make_clip(tmp_path / "p.mkv", frames=3, size=(64, 48))
+    with Decoder(src) as dec:
+        before = [f.image.astype(int) for f in dec.frames()]
+    out = Path(identity(src, cfg=RestoreConfig().replace("encode", crf=0)).output)
+    with Decoder(out) as dec:
+        after = [f.image.astype(int) for f in dec.frames()]
+    for a, b in zip(before, after, strict=True):
+        assert np.abs(a - b).mean() < 2.0
+
+
+def test_interlaced_source_is_deinterlaced_in_auto_mode(tmp_path):
+    src = make_clip(tmp_path / "dv.mkv", frames=12, size=(176, 144), interlaced=True)
+    with Decoder(src) as dec:
+        assert dec.info.interlaced and dec.info.deinterlaced
+        frames = list(dec.frames())
+    pts_in, _, _ = video_pts(src)
+    assert [f.pts for f in frames] == pts_in
+    cfg = RestoreConfig().replace("decode", deinterlace="off")
+    with Decoder(src, cfg.decode) as dec:
+        assert dec.info.interlaced and not dec.info.deinterlaced
+    out = Path(identity(src).output)
+    assert video_pts(out)[0] == pts_in
+
+
+def test_progressive_source_is_not_deinterlaced_in_auto_mode(tmp_path):
+    src = make_clip(tmp_path / "p.mp4", frames=4)
+    with Decoder(src) as dec:
+        assert not dec.info.interlaced and not dec.info.deinterlaced
+
+
+def test_old_container_gets_mkv_output_with_a_note(tmp_path):
+    src = make_clip(tmp_path / "tape.avi", frames=10, codec="mpeg4", audio=1,
+                    audio_codec="pcm_s16le")
+    summary = identity(src)
+    assert summary.output.endswith("tape_restored.mkv")
+    assert any("MKV" in n for n in summary.notes)
+    def payloads(path):  # the containers' time bases differ: compare the bytes alone
+        return [[h for _, h in v] for v in packet_hashes(path).values()]
+
+    assert payloads(Path(summary.output)) == payloads(src)
+
+
+def test_audio_the_container_cannot_hold_is_transcoded_to_aac(tmp_path):
+    src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_u8")
+    summary = identity(src, tmp_path / "out.mp4")
+    with av.open(summary.output) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["aac"]
+    assert any("transcoded to AAC" in n for n in summary.notes)
+
+
+@pytest.mark.parametrize("codec", ["libx265", "ffv1", "prores_ks", "libsvtav1"])
+def test_other_codecs(tmp_path, codec):
+    src = make_clip(tmp_path / "c.mkv", frames=6, size=(128, 96))
+    cfg = RestoreConfig().replace("encode", codec=codec)
+    out = tmp_path / ("o.mov" if codec == "prores_ks" else "o.mkv")
+    summary = identity(src, out, cfg=cfg)
+    assert video_times(Path(summary.output)) == video_times(src)
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", frames=4)
+    out = tmp_path / "a_restored.mp4"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="--overwrite"):
+        identity(src)
+    assert out.read_bytes() == b"keep me"
+    identity(src, overwrite=True)
+    assert out.stat().st_size > 100
+
+
+def test_input_is_never_overwritten(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", frames=4)
+    data = src.read_bytes()
+    with pytest.raises(OutputError, match="input"):
+        identity(src, src, overwrite=True)
+    assert src.read_bytes() == data
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class FailingStage:
+    name = "failing"
+    lookahead = 0
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def process(self, frame):
+        if frame.index == self.at:
+            raise Boom("stage failed")
+        return (frame,)
+
+    def flush(self):
+        return ()
+
+
+def test_an_exception_in_a_stage_leaves_no_output(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", frames=60, audio=1)
+    with pytest.raises(Boom):
+        identity(src, stages=lambda info: [FailingStage(30)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_corrupt_packets_in_the_middle_are_skipped_and_counted(tmp_path):
+    src = make_clip(tmp_path / "a.mkv", frames=50, size=(128, 96))
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(0)
+    start = len(data) // 2
+    for i in rng.integers(start, start + 2000, 300):
+        data[i] = rng.integers(0, 256)
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    summary = identity(bad)
+    assert summary.frames > 10
+    assert Path(summary.output).exists()
+
+
+BAD_INPUTS = {
+    "missing": None,
+    "folder": "dir",
+    "empty.mp4": b"",
+    "text.mp4": b"this is not a video, just some text\n" * 20,
+    "random.mkv": bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)),
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_INPUTS, "truncated.mp4", "audio_only.m4a"])
+def test_bad_input_gets_one_line_exit_2_and_no_output(tmp_path, name, capsys):
+    path = tmp_path / name
+    content = BAD_INPUTS.get(name)
+    if name == "folder":
+        path.mkdir()
+    elif name == "truncated.mp4":
+        whole = make_clip(tmp_path / "whole.mp4", frames=30).read_bytes()
+        (tmp_path / "whole.mp4").unlink()
+        path.write_bytes(whole[:600] if whole[:8].find(b"ftyp") >= 0 else whole[:600])
+    elif name == "audio_only.m4a":
+        with av.open(str(path), "w", format="mp4") as out:
+            a = out.add_stream("aac", rate=16000)
+            for packet in a.encode(None):
+                out.mux(packet)
+    elif content is not None:
+        path.write_bytes(content)
+    before = set(tmp_path.iterdir())
+    code = main(["restore", str(path), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("gpenvideo: error:")
+    assert str(path) in err[0]
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_unknown_option_value_exits_2(tmp_path, capsys):
+    src = make_clip(tmp_path / "a.mp4", frames=2)
+    with pytest.raises(SystemExit) as exc:
+        main(["restore", str(src), "--codec", "divx"])
+    assert exc.value.code == 2
+    assert "divx" in capsys.readouterr().err
+
+
+def test_cli_identity_end_to_end(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", frames=10, audio=1)
+    result = subprocess.run([sys.executable, "-m", "gpenvideo", "restore", str(src),
+                             "--identity", "-o", str(tmp_path / "out.mkv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout
+    # MP4 -> MKV: Matroska cannot store the AAC priming's negative timestamps, so the muxer
+    # shifts every stream by the same amount; the spacing of all frames stays exact.
+    t_in, t_out = video_times(src), video_times(tmp_path / "out.mkv")
+    assert [t - t_in[0] for t in t_in] == [t - t_out[0] for t in t_out]
+
+
+def _peak_rss_kb(src: Path, tmp: Path) -> int:
+    code = (
+        "import resource, sys\n"
+        "from gpenvideo import pipeline\n"
+        "from gpenvideo.config import RestoreConfig\n"
+        f"pipeline.run({str(src)!r}, {str(tmp)!r}, RestoreConfig(), overwrite=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    return int(result.stdout.strip())
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_film_length(tmp_path):
+    short = make_clip(tmp_path / "s.mp4", seconds=10, size=(320, 240), audio=1)
+    long = make_clip(tmp_path / "l.mp4", seconds=60, size=(320, 240), audio=1)
+    rss_short = _peak_rss_kb(short, tmp_path / "so.mkv")
+    rss_long = _peak_rss_kb(long, tmp_path / "lo.mkv")
+    assert rss_long - rss_short < 8 * 1024, (rss_short, rss_long)
