@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--identity", action="store_true",
                    help="decode and re-encode only, no face work (checks I/O and timing)")
     _add_common(r)
+
+    w = sub.add_parser("weights", help="list, fetch or verify model files")
+    wsub = w.add_subparsers(dest="weights_command", required=True, parser_class=_ArgParser)
+    wl = wsub.add_parser("list", help="known models, where they are looked for, present or not")
+    wl.add_argument("--weights-dir", type=Path, help="folder searched first")
+    wf = wsub.add_parser("fetch", help="download a known model (resumes, verifies)")
+    wf.add_argument("name", help="model name from `gpenvideo weights list`")
+    wf.add_argument("--weights-dir", type=Path, help="folder to download into")
+    wf.add_argument("--url", action="append", help="download from this address instead")
+    wf.add_argument("--force", action="store_true", help="download even if present")
+    wv = wsub.add_parser("verify", help="say which GPEN model a checkpoint is, or why not")
+    wv.add_argument("path", type=Path)
+    for p in (wl, wf, wv):
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        p.add_argument("--quiet", "-q", action="store_true", help="print less")
     return parser
 
 
@@ -142,7 +157,43 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"restore": cmd_restore}
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .models import weights
+
+    if args.weights_command == "list":
+        dirs = weights.search_dirs(args.weights_dir)
+        print("searched, in order: " + ", ".join(str(d) for d in dirs))
+        for entry in weights.known_weights().values():
+            try:
+                path = weights.find(entry.name, args.weights_dir)
+            except GpenVideoError:
+                print(f"{entry.name:26} missing  {entry.file}")
+                continue
+            size = path.stat().st_size
+            print(f"{entry.name:26} present  {path}  {size / 1e6:.1f} MB  "
+                  f"sha256 {weights.sha256_of(path)}")
+        return 0
+    if args.weights_command == "fetch":
+        show = sys.stderr.isatty() and not args.quiet
+
+        def bar(done: int, total: int | None) -> None:
+            if show:
+                pct = f" {100 * done / total:5.1f}%" if total else ""
+                sys.stderr.write(f"\r\033[K{args.name}: {done / 1e6:.1f} MB{pct}")
+
+        path = weights.fetch(args.name, args.weights_dir, urls=args.url, progress=bar,
+                             force=args.force)
+        if show:
+            sys.stderr.write("\n")
+        print(f"{args.name}: {path} (sha256 {weights.sha256_of(path)})")
+        return 0
+    name, cfg = weights.verify(args.path)
+    print(f"{args.path}: {name} (size {cfg.size}, channel_multiplier {cfg.channel_multiplier}, "
+          f"narrow {cfg.narrow:g}, style_dim {cfg.style_dim}, n_mlp {cfg.n_mlp})")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore, "weights": cmd_weights}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

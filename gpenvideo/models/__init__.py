@@ -1,0 +1,1 @@
+"""Neural network code: the GPEN generator, its checkpoints, and batched inference."""
