@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import CODECS, DETECTORS, MODELS, PRECISIONS, RestoreConfig, load_config, validate
-from .errors import GpenVideoError
+from .errors import GpenVideoError, InputError
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -63,7 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
     r.add_argument("--identity", action="store_true",
                    help="decode and re-encode only, no face work (checks I/O and timing)")
+    r.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
+    r.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
+    r.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
+    r.add_argument("--batch-size", type=int, help="faces per GPU batch (default: from memory)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the network")
+    r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
+    _add_detect(r)
     _add_common(r)
+
+    t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
+    t.add_argument("input", type=Path, help="video file")
+    t.add_argument("-o", "--output", type=Path, required=True, help="JSON file to write")
+    _add_decode(t)
+    _add_detect(t)
+    _add_common(t)
 
     w = sub.add_parser("weights", help="list, fetch or verify model files")
     wsub = w.add_subparsers(dest="weights_command", required=True, parser_class=_ArgParser)
@@ -86,6 +100,15 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
     """Merge --config and the command-line options into a validated RestoreConfig."""
     cfg = load_config(args.config)
     mapping = {
+        "model": ("model", "model"),
+        "device": ("model", "device"),
+        "precision": ("model", "precision"),
+        "batch_size": ("model", "batch_size"),
+        "strength": ("composite", "strength"),
+        "detector": ("detect", "backend"),
+        "min_face_size": ("detect", "min_face_size"),
+        "score_threshold": ("detect", "score_threshold"),
+        "max_faces": ("track", "max_faces"),
         "deinterlace": ("decode", "deinterlace"),
         "codec": ("encode", "codec"),
         "crf": ("encode", "crf"),
@@ -95,6 +118,11 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         value = getattr(args, arg, None)
         if value is not None:
             cfg = cfg.replace(section, **{key: value})
+    for arg in ("weights", "weights_dir"):
+        if getattr(args, arg, None) is not None:
+            cfg = cfg.replace("model", **{arg: str(getattr(args, arg))})
+    if getattr(args, "compile", False):
+        cfg = cfg.replace("model", compile=True)
     if getattr(args, "no_audio", False):
         cfg = cfg.replace("encode", audio=False)
     if getattr(args, "quiet", False):
@@ -146,8 +174,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     show = cfg.pipeline.progress and sys.stderr.isatty()
-    summary = pipeline.run(args.input, args.output, cfg, overwrite=args.overwrite,
-                           progress=_print_progress if show else None)
+    runner = pipeline.run if args.identity else pipeline.restore_video
+    summary = runner(args.input, args.output, cfg, overwrite=args.overwrite,
+                     progress=_print_progress if show else None)
     _clear_line()
     if not args.quiet:
         print(f"wrote {summary.output}: {summary.frames} frames, {summary.faces} faces in "
@@ -193,7 +222,24 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"restore": cmd_restore, "weights": cmd_weights}
+def cmd_track(args: argparse.Namespace) -> int:
+    import json
+
+    from . import pipeline
+
+    cfg = config_from_args(args)
+    if args.output.exists() and args.output.resolve() == args.input.resolve():
+        raise InputError(f"{args.output}: is the input file; choose another output name")
+    doc = pipeline.track_video(args.input, cfg)
+    tmp = args.output.with_name(f".{args.output.name}.partial")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    tmp.replace(args.output)
+    if not args.quiet:
+        print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

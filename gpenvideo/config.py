@@ -58,8 +58,8 @@ class TrackConfig:
     match_threshold: float = 0.3  # minimum association score (box overlap / landmark distance)
     scene_cut_threshold: float = 0.45  # histogram distance between frames that counts as a cut
     max_faces: int = 0  # restore at most this many faces per frame (largest first); 0: no limit
-    smoothing_window: int = 11  # frames in the centered smoothing window (odd); 1 turns it off
-    motion_scale: float = 0.06  # eye distances per frame of motion at which smoothing backs off
+    smoothing_window: int = 9  # frames in the centered smoothing window (odd); 1 turns it off
+    motion_scale: float = 0.2  # eye distances per frame of motion at which smoothing backs off
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,16 @@ class TrackedFace:
 
 
 @dataclass
+class RestoredFace:
+    """A face the restorer produced, on its way to the compositor."""
+
+    track_id: int
+    matrix: np.ndarray  # (2, 3) float64 frame -> crop similarity
+    crop: np.ndarray  # (S, S, 3) uint8 BGR, the aligned crop as cut from the frame
+    restored: np.ndarray  # (S, S, 3) uint8 BGR, the model's output
+
+
+@dataclass
 class Frame:
     """One decoded picture on its way through the pipeline."""
 
@@ -72,5 +82,7 @@ class Frame:
     pts: int  # presentation timestamp in VideoInfo.time_base
     duration: int  # frame duration in VideoInfo.time_base (0 when unknown)
     image: np.ndarray  # (H, W, 3) BGR, uint8 for 8-bit sources, uint16 (full 16-bit scale) above
+    detections: list[Detection] = field(default_factory=list)  # filled in by the detector
     faces: list[TrackedFace] = field(default_factory=list)  # filled in by the tracker
+    restored: list[RestoredFace] = field(default_factory=list)  # filled in by the restorer
     scene_cut: bool = False  # the tracker saw a scene cut before this frame

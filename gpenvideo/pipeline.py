@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from .config import RestoreConfig, validate
 from .decoder import Decoder, check_input_path
 from .encoder import Encoder, container_for, default_output_suffix
@@ -288,6 +290,82 @@ def _run_threads(decoder: Decoder, chain: list[Stage], encoder: Encoder, cfg: Re
         raise workers.errors[0]
     if progress:
         progress(Progress(done["frames"], total, time.monotonic() - started, _faces(chain)))
+
+
+def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, int]:
+    """The face stages (detect, track, restore, composite) for `cfg`, and the model's size.
+    Loads the GPEN checkpoint and the detector now, so a missing file fails before decoding."""
+    from .compositor import Compositor
+    from .detector import create_detector
+    from .models import weights
+    from .models.runner import GPENRunner
+    from .restorer import DetectStage, RestoreStage
+    from .tracker import Tracker
+
+    mcfg = cfg.model
+    if mcfg.weights:
+        checkpoint, strength = Path(mcfg.weights), 1.0
+    else:
+        entry = weights.lookup(mcfg.model)
+        checkpoint, strength = weights.find(mcfg.model, mcfg.weights_dir), entry.strength
+    if cfg.composite.strength is not None:
+        strength = cfg.composite.strength
+    runner = GPENRunner(weights.load_gpen(checkpoint), mcfg.device, mcfg.precision,
+                        mcfg.batch_size, mcfg.channels_last, mcfg.compile)
+    detector = create_detector(cfg.detect, mcfg.weights_dir, str(runner.device))
+    size = runner.size
+
+    def factory(info: VideoInfo) -> list[Stage]:
+        return [DetectStage(detector), Tracker(cfg.track),
+                RestoreStage(runner.restore, size, runner.batch_size),
+                Compositor(cfg.composite, size, strength)]
+
+    return factory, size
+
+
+def restore_video(source: str | Path, output: str | Path | None = None,
+                  cfg: RestoreConfig | None = None, *, overwrite: bool = False,
+                  progress: ProgressCallback | None = None) -> RunSummary:
+    """Restore every tracked face of `source` with GPEN and write `output` (see `run`)."""
+    cfg = validate(cfg or RestoreConfig())
+    with Decoder(source, cfg.decode):  # bad input is refused before a model is loaded
+        pass
+    resolve_output(Path(source), Path(output) if output else None, overwrite)
+    if cfg.composite.upscale != 1:
+        raise InputError("--upscale other than 1 is not available yet; use --upscale 1")
+    factory, _ = build_restore_stages(cfg)
+    return run(source, output, cfg, factory, overwrite=overwrite, progress=progress)
+
+
+def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
+    """Detect and track the faces of `source`. Returns the `gpenvideo track` JSON document:
+    {"frames": [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score"}]}]}."""
+    from .detector import create_detector
+    from .tracker import Tracker
+
+    cfg = validate(cfg or RestoreConfig())
+    detector = create_detector(cfg.detect, cfg.model.weights_dir)
+    tracker = Tracker(cfg.track)
+    frames_out = []
+
+    def record(frame: Frame) -> None:
+        frames_out.append({
+            "pts": float(frame.pts * info.time_base),
+            "faces": [{"track": f.track_id, "box": [round(float(v), 2) for v in f.box],
+                       "raw": None if f.raw is None else np.round(f.raw, 2).tolist(),
+                       "smoothed": np.round(f.smoothed, 2).tolist(),
+                       "score": round(float(f.score), 4)} for f in frame.faces]})
+
+    with Decoder(source, cfg.decode) as decoder:
+        info = decoder.info
+        for frame in decoder.frames():
+            frame.detections = detector.detect([frame.image])[0]
+            for done in tracker.process(frame):
+                record(done)
+        for done in tracker.flush():
+            record(done)
+    return {"source": str(source), "width": info.width, "height": info.height,
+            "tracks": tracker.tracks_confirmed, "frames": frames_out}
 
 
 def _faces(chain: list[Stage]) -> int:

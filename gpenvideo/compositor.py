@@ -1,0 +1,81 @@
+"""Pastes restored faces back into their frames: inverse similarity warp, a soft mask tied to
+the face template, and a blend with the original crop (strength). Pixels outside every face
+mask are left exactly as decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+from . import align
+from .config import CompositeConfig
+from .frames import Frame
+
+# Face region in crop units (fractions of the crop size): an ellipse around the template's
+# eyes, nose and mouth, wide enough for cheeks and chin, with a feathered edge.
+MASK_CENTER = (0.5, 0.55)
+MASK_AXES = (0.40, 0.47)
+
+
+def face_mask(size: int, feather: float) -> np.ndarray:
+    """(size, size) float32 mask in [0, 1]: 1 inside the face ellipse, soft towards its edge,
+    0 at the crop border (so no rectangle can show)."""
+    mask = np.zeros((size, size), np.float32)
+    center = (round(MASK_CENTER[0] * size), round(MASK_CENTER[1] * size))
+    axes = (round(MASK_AXES[0] * size * (1 - feather)), round(MASK_AXES[1] * size * (1 - feather)))
+    cv2.ellipse(mask, center, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    sigma = max(0.5, feather * size / 2)
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+class Compositor:
+    """strength: share of the restored face (1 = all restored)."""
+
+    name = "composite"
+    lookahead = 0
+
+    def __init__(self, cfg: CompositeConfig, size: int, strength: float) -> None:
+        self.cfg = cfg
+        self.size = size
+        self.strength = strength
+        self.mask = face_mask(size, cfg.mask_feather)
+
+    def process(self, frame: Frame) -> Iterable[Frame]:
+        for face in frame.restored:
+            self.paste(frame.image, face.matrix, face.crop, face.restored)
+        frame.restored = []
+        return (frame,)
+
+    def flush(self) -> Iterable[Frame]:
+        return ()
+
+    def paste(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
+              restored: np.ndarray) -> None:
+        """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place."""
+        h, w = image.shape[:2]
+        inv = align.invert(matrix)
+        corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
+                            [self.size, self.size, 1]], np.float64) @ inv.T
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        shifted = inv.copy()
+        shifted[:, 2] -= (x0, y0)
+        region = (x1 - x0, y1 - y0)
+        face = restored.astype(np.float32)
+        if self.strength < 1.0:
+            face = self.strength * face + (1 - self.strength) * crop.astype(np.float32)
+        face = align.warp(face, shifted, region, cubic=True)
+        alpha = align.warp(self.mask, shifted, region)[..., None]
+        inside = alpha[..., 0] > 0
+        if not inside.any():
+            return
+        roi = image[y0:y1, x0:x1]
+        scale = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
+        top = 65535 if image.dtype == np.uint16 else 255
+        blended = alpha * face * scale + (1 - alpha) * roi.astype(np.float32)
+        roi[inside] = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)

@@ -1,0 +1,143 @@
+"""Tracker, smoothing, alignment, detection on real clips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED, shared_file
+
+from gpenvideo import align
+from gpenvideo.config import RestoreConfig, TrackConfig
+from gpenvideo.frames import Detection, Frame
+from gpenvideo.tracker import Tracker, smooth_path
+
+BASE = np.array([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]], np.float64)
+
+
+def det(offset, score=0.9, scale=1.0):
+    lm = (BASE - 50) * scale + 50 + np.asarray(offset, np.float64)
+    box = np.array([lm[:, 0].min() - 10, lm[:, 1].min() - 15, lm[:, 0].max() + 10,
+                    lm[:, 1].max() + 10], np.float32)
+    return Detection(box=box, landmarks=lm.astype(np.float32), score=score)
+
+
+def run(tracker, dets_per_frame, image=None):
+    out = []
+    for i, dets in enumerate(dets_per_frame):
+        img = image(i) if image else np.full((120, 400, 3), 128, np.uint8)
+        frame = Frame(index=i, pts=i, duration=1, image=img, detections=dets)
+        out += tracker.process(frame)
+    return out + list(tracker.flush())
+
+
+def test_smoothing_reduces_error_to_the_true_path():
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    truth = BASE[None] + np.stack([20 * np.sin(t / 15), 5 * np.cos(t / 20)], -1)[:, None]
+    noisy = truth + rng.normal(0, 1.0, truth.shape)
+    smoothed = smooth_path(noisy, 9, 0.2)
+    assert np.abs(smoothed - truth).mean() < 0.5 * np.abs(noisy - truth).mean()
+
+
+def test_a_fast_genuine_move_is_not_lagged():
+    t = np.arange(60, dtype=np.float64)
+    # still, then a fast pan of 8 px per frame (0.4 eye distances) for 20 frames, then still
+    x = np.clip(t - 20, 0, 20) * 8
+    path = BASE[None] + np.stack([x, np.zeros_like(x)], -1)[:, None]
+    smoothed = smooth_path(path, 9, 0.2)
+    mid = slice(24, 37)  # inside the move: a lagging filter would trail behind here
+    assert np.abs(smoothed[mid] - path[mid]).max() < 0.5
+    assert np.abs(smoothed - path).max() < 8.0
+
+
+def test_two_faces_crossing_keep_their_ids():
+    frames = [[det((10 + 6 * i, 0)), det((250 - 6 * i, 5))] for i in range(40)]
+    out = run(Tracker(TrackConfig()), frames)
+    assert len(out) == 40
+    ids_by_x = []
+    for f in out:
+        assert len(f.faces) == 2
+        ids_by_x.append({face.track_id: face.smoothed[0, 0] for face in f.faces})
+    first, last = ids_by_x[0], ids_by_x[-1]
+    left_id = min(first, key=first.get)
+    assert max(last, key=last.get) == left_id  # the face that started left ends right
+
+
+def test_missed_detection_is_filled_in():
+    frames = [[det((i, 0))] if i not in (10, 11) else [] for i in range(30)]
+    out = run(Tracker(TrackConfig()), frames)
+    assert all(len(f.faces) == 1 for f in out)
+    assert out[10].faces[0].raw is None and out[9].faces[0].raw is not None
+    assert abs(out[10].faces[0].smoothed[0, 0] - (BASE[0, 0] + 10)) < 0.6
+    assert len({f.faces[0].track_id for f in out}) == 1
+
+
+def test_one_frame_false_positive_makes_no_track():
+    frames = [[det((0, 0))] + ([det((250, 20))] if i == 7 else []) for i in range(20)]
+    tracker = Tracker(TrackConfig())
+    out = run(tracker, frames)
+    assert all(len(f.faces) == 1 for f in out) and tracker.tracks_confirmed == 1
+
+
+def test_scene_cut_ends_tracks():
+    frames = [[det((0, 0))] for _ in range(30)]
+    out = run(Tracker(TrackConfig()), frames,
+              image=lambda i: np.full((120, 400, 3), 30 if i < 15 else 220, np.uint8))
+    assert out[15].scene_cut
+    assert out[0].faces[0].track_id != out[29].faces[0].track_id
+
+
+def test_template_reproduces_the_reference_numbers():
+    ref = json.loads(shared_file("gpen", "reference_5pts.json").read_text())
+    for size, pts in ref.items():
+        assert np.abs(align.template(int(size)) - np.array(pts)).max() < 1e-3
+
+
+def test_umeyama_recovers_a_similarity():
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = BASE @ rot.T + shift
+    m = align.umeyama(BASE, dst)
+    assert np.allclose(m[:, :2], rot, atol=1e-9) and np.allclose(m[:, 2], shift, atol=1e-9)
+    assert np.allclose(align.face_transform(align.template(512) / 2, 256)[:, :2], np.eye(2))
+
+
+def test_cpu_and_torch_warps_agree():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (90, 120, 3)).astype(np.float32)
+    image = np.ascontiguousarray(np.cumsum(np.cumsum(image, 0), 1) / 500 % 255)
+    m = align.face_transform(BASE + [20, 5], 64)
+    cpu = align.warp(image, m, 64)
+    gpu = align.warp_torch(torch.from_numpy(image).permute(2, 0, 1)[None].double(), m[None], 64)
+    gpu = gpu[0].permute(1, 2, 0).numpy()
+    assert np.abs(cpu - gpu)[2:-2, 2:-2].mean() < 0.05
+
+
+@pytest.mark.parametrize("clip", ["sadtalker_WDA_KatieHill_000.mp4",
+                                  "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"])
+def test_real_clip_tracks_one_face_in_every_frame(clip, tmp_path):
+    from gpenvideo.cli import main
+
+    path = shared_file("media", clip)
+    out = tmp_path / "tracks.json"
+    assert main(["track", str(path), "-o", str(out), "--weights-dir",
+                 str(SHARED / "weights"), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["frames"]) == 200
+    assert all(len(f["faces"]) == 1 for f in doc["frames"])
+    assert len({f["faces"][0]["track"] for f in doc["frames"]}) == 1
+    face = doc["frames"][50]["faces"][0]
+    assert face["smoothed"][0][0] < face["smoothed"][1][0]  # image-left eye first
+    assert doc["frames"][1]["pts"] == pytest.approx(0.04)
+
+
+def test_default_config_file_mirrors_the_dataclasses():
+    from gpenvideo.config import load_config
+    root = SHARED.parent / "main"
+    cfg_path = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / \
+        "default.toml"
+    assert load_config(cfg_path) == RestoreConfig()
+    del root
