@@ -135,9 +135,8 @@ def test_real_clip_tracks_one_face_in_every_frame(clip, tmp_path):
 
 
 def test_default_config_file_mirrors_the_dataclasses():
+    from pathlib import Path
+
     from gpenvideo.config import load_config
-    root = SHARED.parent / "main"
-    cfg_path = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / \
-        "default.toml"
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
     assert load_config(cfg_path) == RestoreConfig()
-    del root

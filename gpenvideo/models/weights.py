@@ -154,7 +154,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], path: str | Path = "checkpoint"
     narrow = ch4 / 512
     channel_multiplier = 2
     if size >= 64:  # the multiplier only shows in layers of 64 px and above
-        ch64 = sd["generator.convs.6.conv.weight"].shape[1] if size >= 64 else 0
+        ch64 = sd["generator.convs.6.conv.weight"].shape[1]
         channel_multiplier = max(1, round(ch64 / (256 * narrow)))
     isconcat = sd["generator.conv1.activate.bias"].shape[0] == 2 * ch4
     try:
