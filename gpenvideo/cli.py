@@ -52,10 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgParser)
 
     r = sub.add_parser("restore", help="restore the faces of a video")
-    r.add_argument("input", type=Path, help="video file")
+    r.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                   help="video files, folders (searched recursively for videos) or .txt lists "
+                        "of files")
     r.add_argument("-o", "--output", type=Path,
-                   help="output file or folder (default: <name>_restored.<ext> beside the input)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing output")
+                   help="output file, or folder (mirrors input folders); default: "
+                        "<name>_restored.<ext> beside each input")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (also those finished with the same settings)")
+    r.add_argument("--segment-seconds", type=float,
+                   help="process long films in resumable pieces of about this many seconds "
+                        "(default 60; 0: in one piece)")
+    r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="go on from the finished segments of an interrupted run (default: on)")
+    r.add_argument("--report", type=Path,
+                   help="write the batch report to REPORT.json and REPORT.csv (default for "
+                        "several inputs: gpenvideo-report-<time> in the output or input folder)")
     _add_decode(r)
     r.add_argument("--codec", choices=CODECS, help="video encoder (default libx264)")
     r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
@@ -69,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="faces per GPU batch (default: from memory)")
     r.add_argument("--compile", action="store_true", help="torch.compile the network")
     r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
+    r.add_argument("--upscale", type=int, choices=(1, 2, 4),
+                   help="output at N times the size: Lanczos background, faces from the "
+                        "model's full resolution (default 1)")
+    r.add_argument("--no-color-match", action="store_true",
+                   help="keep GPEN's own face colours instead of the source's")
     _add_detect(r)
     _add_common(r)
 
@@ -113,6 +130,9 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "codec": ("encode", "codec"),
         "crf": ("encode", "crf"),
         "preset": ("encode", "preset"),
+        "upscale": ("composite", "upscale"),
+        "segment_seconds": ("pipeline", "segment_seconds"),
+        "resume": ("pipeline", "resume"),
     }
     for arg, (section, key) in mapping.items():
         value = getattr(args, arg, None)
@@ -125,6 +145,8 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         cfg = cfg.replace("model", compile=True)
     if getattr(args, "no_audio", False):
         cfg = cfg.replace("encode", audio=False)
+    if getattr(args, "no_color_match", False):
+        cfg = cfg.replace("composite", color_match=False)
     if getattr(args, "quiet", False):
         cfg = cfg.replace("pipeline", progress=False)
     return validate(cfg)
@@ -170,20 +192,50 @@ def _hms(seconds: float) -> str:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from . import pipeline
+    from . import batch
 
     cfg = config_from_args(args)
+    if args.identity and cfg.composite.upscale != 1:
+        raise InputError("--identity copies the frames as they are; leave out --upscale")
+    jobs = batch.collect(args.inputs, args.output)
+    several = len(jobs) > 1 or any(p.is_dir() for p in args.inputs)
     show = cfg.pipeline.progress and sys.stderr.isatty()
-    runner = pipeline.run if args.identity else pipeline.restore_video
-    summary = runner(args.input, args.output, cfg, overwrite=args.overwrite,
-                     progress=_print_progress if show else None)
-    _clear_line()
-    if not args.quiet:
-        print(f"wrote {summary.output}: {summary.frames} frames, {summary.faces} faces in "
-              f"{summary.tracks} tracks, {summary.seconds:.1f} s ({summary.fps:.1f} fps)")
-        for note in summary.notes:
-            print(f"  note: {note}")
-    return 0
+
+    def on_start(number: int, total: int, source: Path) -> None:
+        if several and not args.quiet:
+            _clear_line()
+            print(f"[{number}/{total}] {source}", flush=True)
+
+    def on_done(outcome) -> None:  # batch.Outcome
+        _clear_line()
+        if args.quiet:
+            return
+        if outcome.status == "done":
+            print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
+                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)")
+            for note in outcome.warnings:
+                print(f"  note: {note}")
+        elif outcome.status == "skipped":
+            print(f"skipped {outcome.input}: {outcome.output} is already complete with these "
+                  "settings (--overwrite to redo it)")
+        elif outcome.status == "busy":
+            print(f"skipped {outcome.input}: another gpenvideo run is writing {outcome.output}")
+
+    outcomes: list = []
+    try:
+        outcomes = batch.run_batch(jobs, cfg, identity=args.identity, overwrite=args.overwrite,
+                                   progress=_print_progress if show else None,
+                                   on_start=on_start,
+                                   on_done=lambda o: (outcomes.append(o), on_done(o)))
+    finally:
+        if several or args.report:
+            prefix = args.report or batch.default_report_prefix(args.inputs, args.output)
+            if outcomes:
+                json_path, csv_path = batch.write_report(outcomes, prefix)
+                if not args.quiet:
+                    print(batch.summary_table(outcomes))
+                    print(f"report: {json_path} and {csv_path}")
+    return batch.exit_code(outcomes)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:

@@ -30,8 +30,41 @@ def face_mask(size: int, feather: float) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), sigma)
 
 
+COLOR_GRID = 16  # colour matching keeps the source's colour over cells of crop/16 and larger
+
+
+def match_color(restored: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """`restored` (float32) with its low frequencies (colour, shading) taken from `crop`, the
+    source's aligned face: GPEN may shift a face's tint or brightness; its detail is kept."""
+    size = restored.shape[0]
+    grid = (COLOR_GRID, COLOR_GRID)
+    diff = cv2.resize(crop.astype(np.float32), grid, interpolation=cv2.INTER_AREA) - \
+        cv2.resize(restored, grid, interpolation=cv2.INTER_AREA)
+    return restored + cv2.resize(diff, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """The frame at `factor` times its size, Lanczos-resampled."""
+    if factor == 1:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LANCZOS4)
+
+
+def scaled_transform(matrix: np.ndarray, factor: int) -> np.ndarray:
+    """frame->crop matrix for the frame upscaled by `factor` (pixel centres kept aligned:
+    x_up + 0.5 = factor * (x + 0.5))."""
+    if factor == 1:
+        return matrix
+    up_to_src = np.array([[1 / factor, 0, (1 / factor - 1) / 2],
+                          [0, 1 / factor, (1 / factor - 1) / 2],
+                          [0, 0, 1]], np.float64)
+    return np.asarray(matrix, np.float64) @ up_to_src
+
+
 class Compositor:
-    """strength: share of the restored face (1 = all restored)."""
+    """strength: share of the restored face (1 = all restored). Upscales the frame by
+    cfg.upscale (Lanczos) and pastes the faces from the model's full-resolution output."""
 
     name = "composite"
     lookahead = 0
@@ -43,8 +76,10 @@ class Compositor:
         self.mask = face_mask(size, cfg.mask_feather)
 
     def process(self, frame: Frame) -> Iterable[Frame]:
+        frame.image = upscale(frame.image, self.cfg.upscale)
         for face in frame.restored:
-            self.paste(frame.image, face.matrix, face.crop, face.restored)
+            self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale), face.crop,
+                       face.restored)
         frame.restored = []
         return (frame,)
 
@@ -63,14 +98,27 @@ class Compositor:
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             return
+        face = restored.astype(np.float32)
+        if self.cfg.color_match:
+            face = match_color(face, crop)
+        if self.strength < 1.0:
+            face = self.strength * face + (1 - self.strength) * crop.astype(np.float32)
+        mask = self.mask
+        # A crop much larger than its place in the frame is first shrunk by area averaging
+        # (a warp alone would alias the model's fine detail into noise).
+        scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
+        side = int(np.ceil(self.size * scale))
+        if side < self.size // 2:
+            shrink = side / self.size
+            face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_AREA)
+            inv = inv @ np.array([[1 / shrink, 0, (1 / shrink - 1) / 2],
+                                  [0, 1 / shrink, (1 / shrink - 1) / 2], [0, 0, 1]])
         shifted = inv.copy()
         shifted[:, 2] -= (x0, y0)
         region = (x1 - x0, y1 - y0)
-        face = restored.astype(np.float32)
-        if self.strength < 1.0:
-            face = self.strength * face + (1 - self.strength) * crop.astype(np.float32)
         face = align.warp(face, shifted, region, cubic=True)
-        alpha = align.warp(self.mask, shifted, region)[..., None]
+        alpha = align.warp(mask, shifted, region)[..., None]
         inside = alpha[..., 0] > 0
         if not inside.any():
             return

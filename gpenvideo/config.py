@@ -79,12 +79,15 @@ class CompositeConfig:
     strength: float | None = None  # 0..1 share of the restored face; None: the model's default
     upscale: int = 1  # output resolution factor: 1, 2 or 4
     mask_feather: float = 0.1  # width of the mask's soft edge, as a fraction of the crop size
+    color_match: bool = True  # keep the source face's colour and shading (low frequencies)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     queue_size: int = 16  # frames held between two stages (bounds memory)
     progress: bool = True  # progress bar on stderr when it is a terminal
+    segment_seconds: float = 60.0  # long films run in resumable segments of about this length; 0: off
+    resume: bool = True  # keep the finished segments of an interrupted run and go on after them
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError(f"--strength {cfg.composite.strength} is not valid: give 0 to 1")
     if cfg.encode.crf is not None and not 0 <= cfg.encode.crf <= 63:
         raise InputError(f"--crf {cfg.encode.crf} is not valid: give 0 to 63")
+    if cfg.pipeline.segment_seconds < 0:
+        raise InputError(f"--segment-seconds {cfg.pipeline.segment_seconds:g} is not valid: "
+                         "give 0 (no segments) or more")
     if cfg.track.smoothing_window < 1 or cfg.track.smoothing_window % 2 == 0:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     return cfg

@@ -118,6 +118,7 @@ class Decoder:
                 f"{self.path}: no video frame could be decoded; the file is damaged or cut off"
             ) from None
         self.info = self._probe(self._first)
+        self._first_format = self._first  # size and format for a deinterlacer made after a seek
         self._handed_out = False
 
     def _probe(self, first: av.VideoFrame) -> VideoInfo:
@@ -208,11 +209,18 @@ class Decoder:
         graph.push(None)
         yield from _pull_all(graph)
 
-    def frames(self) -> Iterator[Frame]:
-        """Yield every frame once, in presentation order, as a Frame (see frames.Frame)."""
+    def frames(self, start: int | None = None, stop: int | None = None) -> Iterator[Frame]:
+        """Yield every frame once, in presentation order, as a Frame (see frames.Frame).
+
+        start: seek to the keyframe at or before this pts first (segments of a long film);
+        stop: end after the first frame whose pts is at or past this one. Both in
+        VideoInfo.time_base units, and both in the stored stream's timestamps.
+        """
         if self._handed_out:
             raise RuntimeError("Decoder.frames() can be iterated once")
         self._handed_out = True
+        if start is not None:
+            self._seek(start)
         info = self.info
         out_format = "bgr24" if info.bit_depth <= 8 else "bgr48le"
         space = sws_colorspace(info.colorspace, info.height)
@@ -221,7 +229,8 @@ class Decoder:
         last_pts: int | None = None
 
         def stream() -> Iterator[av.VideoFrame]:
-            yield self._first
+            if self._first is not None:
+                yield self._first
             yield from self._raw
 
         for index, vf in enumerate(self._filtered(stream())):
@@ -243,9 +252,25 @@ class Decoder:
             if info.rotation:
                 image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
             yield Frame(index=index, pts=int(pts), duration=int(duration), image=image)
+            if stop is not None and pts >= stop:
+                break
         if self.repaired_timestamps:
             log.warning("%s: %d frames had missing or repeated timestamps and were renumbered",
                         self.path, self.repaired_timestamps)
+
+    def _seek(self, pts: int) -> None:
+        """Restart decoding at the keyframe at or before `pts`, with a fresh deinterlacer."""
+        try:
+            self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+        except av.FFmpegError as exc:
+            raise InputError(f"{self.path}: cannot seek to {float(pts * self.info.time_base):.3f} s "
+                             f"({_reason(exc)}); process it with --segment-seconds 0") from exc
+        self._stream.codec_context.flush_buffers()
+        self._first = None
+        self._raw = self._decoded_frames()
+        if self._graph is not None:
+            mode = "all" if self.cfg.deinterlace == "on" else "interlaced"
+            self._graph = self._build_deinterlacer(self._first_format, mode)
 
     def close(self) -> None:
         self._container.close()

@@ -91,12 +91,15 @@ class Encoder:
 
     path: the (temporary) file to write; fmt: its muxer name; info: the source's VideoInfo;
     size: (width, height) of the frames that will be written, upright (the source's size times
-    the upscale factor); copy_streams: copy the source's audio and subtitles.
+    the upscale factor). With `video_template` (a stream of already encoded video, e.g. a
+    finished segment) nothing is encoded: `write_packet` muxes that stream's packets as they are.
+    The source's audio and subtitles are copied when cfg.audio is set.
     Raises InputError when the container cannot hold the codec, EncodeError when encoding fails.
     """
 
     def __init__(self, path: Path, fmt: str, info: VideoInfo, cfg: EncodeConfig,
-                 size: tuple[int, int] | None = None) -> None:
+                 size: tuple[int, int] | None = None,
+                 video_template: av.VideoStream | None = None) -> None:
         self.path = path
         self.info = info
         self.cfg = cfg
@@ -112,7 +115,12 @@ class Encoder:
             if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
                 raise InputError(f"{path.name}: the {fmt} container cannot hold {cfg.codec} video; "
                                  f"write to a .mkv or .mov file instead")
-            self._video = self._add_video_stream(width, height)
+            if video_template is None:
+                self._video = self._add_video_stream(width, height)
+            else:
+                self._video = self._out.add_stream_from_template(video_template)
+                self._video.time_base = video_template.time_base
+                self._tag_video_stream(self._video)
             self._copies: dict[int, _CopiedStream] = {}
             if cfg.audio:
                 self._add_copied_streams()
@@ -158,11 +166,14 @@ class Encoder:
         cc.color_trc = info.color_trc
         if cfg.codec in ("libx264", "libx265", "libsvtav1", "ffv1"):
             cc.thread_count = 0  # all cores
-        if info.rotation:
-            stream.set_display_rotation(info.rotation)
-        stream.metadata.update({k: v for k, v in info.stream_metadata.items()
-                                if k.lower() in ("language", "title", "creation_time")})
+        self._tag_video_stream(stream)
         return stream
+
+    def _tag_video_stream(self, stream: av.VideoStream) -> None:
+        if self.info.rotation:
+            stream.set_display_rotation(self.info.rotation)
+        stream.metadata.update({k: v for k, v in self.info.stream_metadata.items()
+                                if k.lower() in ("language", "title", "creation_time")})
 
     def _add_copied_streams(self) -> None:
         self._source = av.open(self.info.path, mode="r", metadata_errors="replace")
@@ -258,6 +269,12 @@ class Encoder:
         self._mux_video(packets)
         self.frames_written += 1
 
+    def write_packet(self, packet: av.Packet) -> None:
+        """Mux one packet of already encoded video (see `video_template`) as it is."""
+        self._mux_copies_until(_packet_seconds(packet))
+        packet.stream = self._video
+        self._out.mux(packet)
+
     def _mux_video(self, packets: list[av.Packet]) -> None:
         # Encoders derive packet durations from the nominal rate; give each packet its source
         # frame's duration instead, so the last frame (and the file) lasts exactly as long.
@@ -270,7 +287,8 @@ class Encoder:
     def close(self) -> None:
         """Flush the encoder and the copied streams, write the trailer, close both files."""
         try:
-            self._mux_video(self._video.encode(None))
+            if self._video.codec_context.is_open:
+                self._mux_video(self._video.encode(None))
             self._mux_copies_until(None)
         finally:
             self._close_containers()

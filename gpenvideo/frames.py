@@ -86,3 +86,4 @@ class Frame:
     faces: list[TrackedFace] = field(default_factory=list)  # filled in by the tracker
     restored: list[RestoredFace] = field(default_factory=list)  # filled in by the restorer
     scene_cut: bool = False  # the tracker saw a scene cut before this frame
+    emit: bool = True  # False for a segment's lead-in and run-out frames: tracked, not written

@@ -10,6 +10,7 @@ the stages' own lookahead, whatever the film's length.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -20,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import av
 import numpy as np
 
-from .config import RestoreConfig, validate
+from . import segments
+from .config import EncodeConfig, RestoreConfig, validate
 from .decoder import Decoder, check_input_path
 from .encoder import Encoder, container_for, default_output_suffix
 from .errors import Cancelled, InputError, OutputError
 from .frames import Frame, VideoInfo
+from .segments import Segment
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,10 @@ class RunSummary:
     faces: int = 0  # restored face crops
     tracks: int = 0  # confirmed face tracks
     corrupt_packets: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # time spent
+    duration: float = 0.0  # seconds of video
+    segments: int = 1  # pieces the film was processed in
+    segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
 
     @property
@@ -135,17 +142,21 @@ def temporary_path(output: Path) -> Path:
 
 
 StageFactory = Callable[[VideoInfo], list[Stage]]
+SizeFor = Callable[[VideoInfo], tuple[int, int]]
 ProgressCallback = Callable[[Progress], None]
 
 
 def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         stages: StageFactory | None = None, *, overwrite: bool = False,
         progress: ProgressCallback | None = None,
-        size_for: Callable[[VideoInfo], tuple[int, int]] | None = None) -> RunSummary:
+        size_for: SizeFor | None = None, settings: str = "") -> RunSummary:
     """Decode `source`, pass every frame through the stages, encode to `output`.
 
-    stages: builds the stage list once the source is open (default: none, a plain transcode).
+    stages: builds a fresh stage list for a source (default: none, a plain transcode).
     size_for: the output frame size for a source (default: the source's size).
+    settings: digest of the settings (manifest.settings_digest); a film longer than
+    cfg.pipeline.segment_seconds runs in segments kept in a work folder beside the output, and
+    a later run with the same input and settings resumes after the last finished one.
     Returns a RunSummary. Raises GpenVideoError subclasses (InputError, OutputError, EncodeError,
     Cancelled ...); on any error the partial output is removed and the input is untouched.
     """
@@ -155,31 +166,126 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     target, notes = resolve_output(source, Path(output) if output else None, overwrite)
     for note in notes:
         log.warning("%s", note)
-    tmp = temporary_path(target)
     started = time.monotonic()
+    factory = stages or (lambda info: [])
+    with Decoder(source, cfg.decode) as probe:
+        info = probe.info
+    size = size_for(info) if size_for else (info.width, info.height)
+    context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
+    pieces = [Segment(0, None, None, None, None)]
+    seconds = cfg.pipeline.segment_seconds
+    if seconds > 0 and (info.duration or 0) > seconds * 1.25:
+        pieces = segments.plan(segments.scan(source), seconds, lead=2 * context,
+                               tail=context + 1)
+    summary = RunSummary(input=str(source), output=str(target), notes=notes,
+                         duration=info.duration or 0.0)
+    tmp = temporary_path(target)
+    clock = _Clock(started, info.frames, progress)
     try:
-        with Decoder(source, cfg.decode) as decoder:
-            info = decoder.info
-            chain = stages(info) if stages else []
-            size = size_for(info) if size_for else (info.width, info.height)
-            with Encoder(tmp, container_for(target), info, cfg.encode, size) as encoder:
-                _run_threads(decoder, chain, encoder, cfg, progress, started)
-            summary = RunSummary(input=str(source), output=str(target),
-                                 frames=encoder.frames_written,
-                                 corrupt_packets=decoder.corrupt_packets,
-                                 notes=notes + encoder.notes)
-        for stage in chain:
-            summary.faces += getattr(stage, "faces_done", 0)
-            summary.tracks += getattr(stage, "tracks_confirmed", 0)
-            summary.notes += getattr(stage, "notes", [])
-        if summary.corrupt_packets:
-            summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
+        if len(pieces) == 1:
+            _run_piece(source, tmp, container_for(target), cfg, cfg.encode, pieces[0], factory,
+                       size, clock, summary)
+        else:
+            _run_segmented(source, target, tmp, cfg, pieces, factory, size, clock, settings,
+                           summary)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if summary.corrupt_packets:
+        summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class _Clock:
+    """Progress across the pieces of one run."""
+
+    def __init__(self, started: float, total: int, callback: ProgressCallback | None) -> None:
+        self.started, self.total, self.callback = started, total, callback
+        self.frames = 0  # frames written by finished pieces
+        self.faces = 0
+
+    def report(self, frames: int = 0, faces: int = 0) -> None:
+        if self.callback:
+            self.callback(Progress(self.frames + frames, self.total,
+                                   time.monotonic() - self.started, self.faces + faces))
+
+
+def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: EncodeConfig,
+               piece: Segment, factory: StageFactory, size: tuple[int, int], clock: _Clock,
+               summary: RunSummary) -> dict[str, int]:
+    """Decode one segment (or the whole film) through fresh stages into `path`; add its counts
+    to `summary` and return them."""
+    with Decoder(source, cfg.decode) as decoder:
+        chain = factory(decoder.info)
+        with Encoder(path, fmt, decoder.info, encode, size) as encoder:
+            counts = _run_threads(decoder, piece, chain, encoder, cfg, clock)
+        counts["corrupt_packets"] = decoder.corrupt_packets
+        notes = encoder.notes + [n for stage in chain for n in getattr(stage, "notes", [])]
+    _add_counts(summary, counts, notes)
+    return counts
+
+
+def _add_counts(summary: RunSummary, counts: dict[str, int], notes: list[str]) -> None:
+    summary.frames += counts["frames"]
+    summary.faces += counts["faces"]
+    summary.tracks += counts["tracks"]
+    summary.corrupt_packets += counts["corrupt_packets"]
+    summary.notes += [n for n in notes if n not in summary.notes]
+
+
+def _run_segmented(source: Path, target: Path, tmp: Path, cfg: RestoreConfig,
+                   pieces: list[Segment], factory: StageFactory, size: tuple[int, int],
+                   clock: _Clock, settings: str, summary: RunSummary) -> None:
+    work = segments.WorkFolder(target)
+    if not cfg.pipeline.resume:
+        work.remove()
+    kept = work.prepare(source, settings, pieces)
+    if kept:
+        log.info("%s: resuming after %d finished segments of %d", source, kept, len(pieces))
+    summary.segments, summary.segments_resumed = len(pieces), 0
+    video_only = dataclasses.replace(cfg.encode, audio=False)
+    for piece in pieces:
+        counts = work.done(piece.number)
+        if counts is not None:
+            _add_counts(summary, counts, counts.get("notes", []))
+            summary.segments_resumed += 1
+        else:
+            partial = work.partial_file(piece.number)
+            try:
+                counts = _run_piece(source, partial, segments.SEGMENT_FORMAT, cfg, video_only,
+                                    piece, factory, size, clock, summary)
+            except Cancelled:
+                partial.unlink(missing_ok=True)
+                raise Cancelled(f"{source}: interrupted; {piece.number} of {len(pieces)} "
+                                f"segments are kept in {work.path}; run the same command again "
+                                "to resume") from None
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+            work.commit(piece.number, partial, counts)
+        clock.frames += counts["frames"]
+        clock.faces += counts["faces"]
+    _concatenate(source, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
+    work.remove()
+
+
+def _concatenate(source: Path, tmp: Path, target: Path, cfg: RestoreConfig, files: list[Path],
+                 summary: RunSummary) -> None:
+    """Stream-copy the segments' video into one file, with the audio copied once from source."""
+    with Decoder(source, cfg.decode) as probe:
+        info = probe.info
+    with av.open(str(files[0])) as first:
+        template = first.streams.video[0]
+        with Encoder(tmp, container_for(target), info, cfg.encode,
+                     video_template=template) as encoder:
+            for path in files:
+                with av.open(str(path)) as piece:
+                    for packet in piece.demux(piece.streams.video[0]):
+                        if packet.size:
+                            encoder.write_packet(packet)
+    summary.notes += [n for n in encoder.notes if n not in summary.notes]
 
 
 class _Stopped(Exception):
@@ -241,14 +347,18 @@ class _Workers:
             thread.join()
 
 
-def _run_threads(decoder: Decoder, chain: list[Stage], encoder: Encoder, cfg: RestoreConfig,
-                 progress: ProgressCallback | None, started: float) -> None:
+def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage], encoder: Encoder,
+                 cfg: RestoreConfig, clock: _Clock) -> dict[str, int]:
+    """Run one piece through decoder -> stages -> encoder on threads; return its counts."""
     workers = _Workers()
     queues = [queue.Queue(maxsize=cfg.pipeline.queue_size) for _ in range(len(chain) + 1)]
-    done = {"frames": 0}
+    counts = {"frames": 0, "faces": 0, "tracks": 0}
+    inherited: set[int] = set()  # tracks seen in the lead-in: counted by the segment before
+    seen: set[int] = set()
 
     def decode() -> None:
-        for frame in decoder.frames():
+        for frame in decoder.frames(piece.seek, piece.stop):
+            frame.emit = piece.writes(frame.pts)
             workers.put(queues[0], frame)
         workers.put(queues[0], _END)
 
@@ -264,23 +374,29 @@ def _run_threads(decoder: Decoder, chain: list[Stage], encoder: Encoder, cfg: Re
 
     def encode() -> None:
         for frame in workers.drain(queues[-1]):
+            ids = {face.track_id for face in frame.faces}
+            if not frame.emit:
+                if not counts["frames"]:
+                    inherited.update(ids)
+                continue
             encoder.write(frame)
-            done["frames"] += 1
+            seen.update(ids - inherited)
+            counts["frames"] += 1
+            counts["faces"] += len(frame.faces)
 
     workers.start("decode", decode)
     for i, stage in enumerate(chain):
         workers.start(stage.name, stage_loop(stage, queues[i], queues[i + 1]))
     workers.start("encode", encode)
 
-    total = decoder.info.frames
     last_report = 0.0
     try:
         while workers.alive():
             time.sleep(_POLL)
             now = time.monotonic()
-            if progress and now - last_report >= 1.0:
+            if now - last_report >= 1.0:
                 last_report = now
-                progress(Progress(done["frames"], total, now - started, _faces(chain)))
+                clock.report(counts["frames"], counts["faces"])
     except KeyboardInterrupt:
         workers.stop.set()
         workers.join()
@@ -288,13 +404,15 @@ def _run_threads(decoder: Decoder, chain: list[Stage], encoder: Encoder, cfg: Re
     workers.join()
     if workers.errors:
         raise workers.errors[0]
-    if progress:
-        progress(Progress(done["frames"], total, time.monotonic() - started, _faces(chain)))
+    counts["tracks"] = len(seen)
+    clock.report(counts["frames"], counts["faces"])
+    return counts
 
 
-def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, int]:
-    """The face stages (detect, track, restore, composite) for `cfg`, and the model's size.
-    Loads the GPEN checkpoint and the detector now, so a missing file fails before decoding."""
+def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
+    """The face stages (detect, track, restore, composite) for `cfg`, and the output size for a
+    source (its size times --upscale). Loads the GPEN checkpoint and the detector now, so a
+    missing file fails before decoding."""
     from .compositor import Compositor
     from .detector import create_detector
     from .models import weights
@@ -314,13 +432,25 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, int]:
                         mcfg.batch_size, mcfg.channels_last, mcfg.compile)
     detector = create_detector(cfg.detect, mcfg.weights_dir, str(runner.device))
     size = runner.size
+    scale = cfg.composite.upscale
 
     def factory(info: VideoInfo) -> list[Stage]:
         return [DetectStage(detector), Tracker(cfg.track),
                 RestoreStage(runner.restore, size, runner.batch_size),
                 Compositor(cfg.composite, size, strength)]
 
-    return factory, size
+    def size_for(info: VideoInfo) -> tuple[int, int]:
+        return info.width * scale, info.height * scale
+
+    return factory, size_for
+
+
+def check_restorable(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
+                     overwrite: bool = False) -> None:
+    """Refuse a bad input or output before a model is loaded (raises what `run` would)."""
+    with Decoder(source, cfg.decode):
+        pass
+    resolve_output(Path(source), Path(output) if output else None, overwrite)
 
 
 def restore_video(source: str | Path, output: str | Path | None = None,
@@ -328,13 +458,10 @@ def restore_video(source: str | Path, output: str | Path | None = None,
                   progress: ProgressCallback | None = None) -> RunSummary:
     """Restore every tracked face of `source` with GPEN and write `output` (see `run`)."""
     cfg = validate(cfg or RestoreConfig())
-    with Decoder(source, cfg.decode):  # bad input is refused before a model is loaded
-        pass
-    resolve_output(Path(source), Path(output) if output else None, overwrite)
-    if cfg.composite.upscale != 1:
-        raise InputError("--upscale other than 1 is not available yet; use --upscale 1")
-    factory, _ = build_restore_stages(cfg)
-    return run(source, output, cfg, factory, overwrite=overwrite, progress=progress)
+    check_restorable(source, output, cfg, overwrite)
+    factory, size_for = build_restore_stages(cfg)
+    return run(source, output, cfg, factory, overwrite=overwrite, progress=progress,
+               size_for=size_for)
 
 
 def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
@@ -367,6 +494,3 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     return {"source": str(source), "width": info.width, "height": info.height,
             "tracks": tracker.tracks_confirmed, "frames": frames_out}
 
-
-def _faces(chain: list[Stage]) -> int:
-    return sum(getattr(stage, "faces_done", 0) for stage in chain)

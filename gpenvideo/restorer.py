@@ -62,7 +62,7 @@ class RestoreStage:
             frame.restored = []
             image8 = frame.image if frame.image.dtype == np.uint8 else \
                 (frame.image >> 8).astype(np.uint8)
-            for face in frame.faces:
+            for face in frame.faces if frame.emit else ():
                 m = align.face_transform(face.smoothed, self.size)
                 jobs.append((frame, face.track_id, m, align.warp(image8, m, self.size, cubic=True)))
         if jobs:

@@ -124,6 +124,7 @@ class Tracker:
         self.cfg = cfg or TrackConfig()
         half = self.cfg.smoothing_window // 2
         self.lookahead = max(self.cfg.max_misses, self.cfg.min_hits) + half + 1
+        self.context = self.lookahead  # frames before and after a frame that shape its faces
         self._ids = itertools.count(1)
         self._live: list[_Track] = []
         self._all: list[_Track] = []

@@ -17,10 +17,11 @@ def make_clip(path: Path, *, frames: int = 30, size: tuple[int, int] = (160, 120
               color_primaries: int | None = None, color_trc: int | None = None,
               interlaced: bool = False, sar: Fraction | None = None,
               metadata: dict[str, str] | None = None, subtitles: bool = False,
-              image_fn=None, seconds: float | None = None) -> Path:
+              image_fn=None, seconds: float | None = None, gop: int | None = None) -> Path:
     """Write a clip and return its path. `vfr` spaces frames unevenly (1/fps or 2/fps apart).
 
     image_fn(i) -> (H, W, 3) uint8 BGR picture for frame i (default: a moving gradient).
+    gop: frames between keyframes (default: the encoder's).
     """
     if seconds is not None:
         frames = int(seconds * fps)
@@ -51,6 +52,8 @@ def make_clip(path: Path, *, frames: int = 30, size: tuple[int, int] = (160, 120
             cc.options = {"flags": "+ilme+ildct", "x264-params": "interlaced=1:tff=1"}
         if rotation:
             stream.set_display_rotation(rotation)
+        if gop is not None:
+            cc.gop_size = gop
         audio_streams = []
         for k in range(audio):
             a = out.add_stream(audio_codec, rate=16000 if k == 0 else 22050)

@@ -33,3 +33,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def tiny_gpen(folder: Path) -> Path:
+    """The golden tiny GPEN (64 px) saved as a checkpoint file in `folder`, for --weights."""
+    import numpy as np
+    import torch
+
+    data = np.load(shared_file("gpen", "gpen_tiny64.npz"))
+    path = folder / "tiny64.pth"
+    torch.save({k[6:]: torch.from_numpy(data[k]) for k in data.files if k.startswith("param/")},
+               path)
+    return path

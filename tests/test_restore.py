@@ -7,12 +7,11 @@ import hashlib
 import av
 import numpy as np
 import pytest
-import torch
-from conftest import SHARED, shared_file
+from conftest import SHARED, shared_file, tiny_gpen
 
 from gpenvideo import align
 from gpenvideo.cli import main
-from gpenvideo.compositor import Compositor
+from gpenvideo.compositor import Compositor, face_mask, scaled_transform, upscale
 from gpenvideo.config import CompositeConfig, TrackConfig
 from gpenvideo.decoder import Decoder
 from gpenvideo.detector import YuNetDetector
@@ -21,12 +20,12 @@ from gpenvideo.restorer import RestoreStage
 from gpenvideo.tracker import Tracker
 
 
-def stages_on_clip(restore_fn, size=128, frames=40):
+def stages_on_clip(restore_fn, size=128, frames=40, composite=CompositeConfig()):
     clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
     det = YuNetDetector(shared_file("weights", "face_detection_yunet_2026may.onnx"),
                         DetectConfig())
     chain = [Tracker(TrackConfig()), RestoreStage(restore_fn, size, 4),
-             Compositor(CompositeConfig(), size, 1.0)]
+             Compositor(composite, size, 1.0)]
     originals, results = {}, []
     with Decoder(clip) as dec:
         for frame in dec.frames():
@@ -45,8 +44,9 @@ def stages_on_clip(restore_fn, size=128, frames=40):
 
 
 def test_pixels_outside_the_masks_are_untouched_and_faces_change():
-    originals, frames = stages_on_clip(lambda crops: 255 - crops)
-    comp = Compositor(CompositeConfig(), 128, 1.0)
+    plain = CompositeConfig(color_match=False)
+    originals, frames = stages_on_clip(lambda crops: 255 - crops, composite=plain)
+    comp = Compositor(plain, 128, 1.0)
     assert len(frames) == 40
     for frame in frames:
         orig = originals[frame.index]
@@ -67,10 +67,7 @@ def test_identity_restorer_round_trip_is_above_45_db():
 
 
 def test_cli_restore_end_to_end_with_a_small_gpen(tmp_path):
-    data = np.load(shared_file("gpen", "gpen_tiny64.npz"))
-    ckpt = tmp_path / "tiny64.pth"
-    torch.save({k[6:]: torch.from_numpy(data[k]) for k in data.files if k.startswith("param/")},
-               ckpt)
+    ckpt = tiny_gpen(tmp_path)
     clip = shared_file("media", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
     out = tmp_path / "out.mp4"
     code = main(["restore", str(clip), "-o", str(out), "--weights", str(ckpt),
@@ -111,8 +108,78 @@ def test_missing_checkpoint_names_the_fetch_command(tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("dtype", [np.uint16])
 def test_compositor_handles_16_bit_frames(dtype):
-    comp = Compositor(CompositeConfig(), 64, 1.0)
+    comp = Compositor(CompositeConfig(color_match=False), 64, 1.0)
     image = np.full((100, 120, 3), 1000, dtype)
     m = align.face_transform(np.array([[50, 45], [70, 45], [60, 55], [52, 65], [68, 65]]), 64)
     comp.paste(image, m, np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8))
     assert image.dtype == dtype and image.max() > 40000 and image[0, 0, 0] == 1000
+
+
+def face_region(frame, size=128):
+    """Pixels of `frame` well inside its first face's mask."""
+    m = align.face_transform(frame.faces[0].smoothed, size)
+    mask = align.warp(face_mask(size, 0.1), align.invert(m), frame.image.shape[1::-1])
+    return mask > 0.99
+
+
+def tinted(crops):
+    out = crops.astype(np.int16)
+    out[..., 0] += 60  # a blue cast, as a restorer might add
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("color_match", [True, False])
+def test_color_matching_keeps_the_source_face_colour(color_match):
+    originals, frames = stages_on_clip(tinted, frames=12,
+                                       composite=CompositeConfig(color_match=color_match))
+    shifts = []
+    for frame in frames:
+        inside = face_region(frame)
+        shifts.append(frame.image[inside][:, 0].mean() - originals[frame.index][inside][:, 0].mean())
+    if color_match:
+        assert abs(np.mean(shifts)) < 3
+    else:
+        assert np.mean(shifts) > 40
+
+
+def test_upscale_resamples_the_background_and_pastes_faces_at_the_new_size():
+    originals, frames = stages_on_clip(lambda crops: 255 - crops, frames=8,
+                                       composite=CompositeConfig(upscale=2, color_match=False))
+    for frame in frames:
+        orig = originals[frame.index]
+        h, w = orig.shape[:2]
+        assert frame.image.shape == (2 * h, 2 * w, 3)
+        expected = upscale(orig, 2)
+        m = scaled_transform(align.face_transform(frame.faces[0].smoothed, 128), 2)
+        mask = align.warp(face_mask(128, 0.1), align.invert(m), (2 * w, 2 * h))
+        assert np.array_equal(frame.image[mask == 0], expected[mask == 0])
+        inside = mask > 0.99
+        assert np.abs(frame.image[inside].astype(int) - expected[inside]).mean() > 40
+
+
+def test_a_large_crop_is_shrunk_without_aliasing():
+    """A 512 crop of fine stripes pasted into a 40-pixel face averages to grey; a bare warp
+    would alias the stripes into coarse bands."""
+    comp = Compositor(CompositeConfig(color_match=False), 512, 1.0)
+    stripes = np.zeros((512, 512, 3), np.uint8)
+    stripes[:, ::2] = 255
+    image = np.full((120, 120, 3), 127, np.uint8)
+    pts = np.array([[50, 50], [66, 50], [58, 58], [52, 66], [64, 66]], np.float64)
+    m = align.face_transform(pts, 512)
+    comp.paste(image, m, stripes, stripes)
+    core = image[52:62, 52:62].astype(float)
+    assert abs(core.mean() - 127.5) < 10 and core.std() < 12
+
+
+def test_cli_upscale_2_doubles_the_size_and_keeps_the_timing(tmp_path):
+    ckpt = tiny_gpen(tmp_path)
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    out = tmp_path / "up.mp4"
+    assert main(["restore", str(clip), "-o", str(out), "--weights", str(ckpt), "--upscale", "2",
+                 "--weights-dir", str(SHARED / "weights"), "--quiet"]) == 0
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        sa, sb = a.streams.video[0], b.streams.video[0]
+        assert (sb.width, sb.height) == (2 * sa.width, 2 * sa.height)
+        ta = [f.pts * f.time_base for f in a.decode(sa)]
+        tb = [f.pts * f.time_base for f in b.decode(sb)]
+    assert len(ta) == len(tb) and max(abs(float(x - y)) for x, y in zip(ta, tb)) < 0.0011

@@ -7,7 +7,6 @@ torch.load(weights_only=True): no code in a checkpoint is ever run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
+from ..manifest import sha256_of
 from .gpen import GPEN, GPENConfig
 
 if sys.version_info >= (3, 11):
@@ -98,14 +98,6 @@ def find(name: str, weights_dir: str | Path | None = None) -> Path:
     where = ", ".join(str(d) for d in dirs)
     raise WeightsError(f"{entry.file} ({entry.label}) not found in {where}; "
                        f"run `gpenvideo weights fetch {entry.name}` or pass --weights PATH")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- GPEN checkpoints

@@ -1,0 +1,298 @@
+"""Many inputs in one run: files, folders (recursive, by video extension) and list files;
+`-o DIR` mirrors the input tree; finished outputs are skipped; a bad file is reported and the
+batch goes on; each output is locked while it is written; a JSON and a CSV report at the end.
+
+The model is loaded once, on the first file that needs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import manifest, pipeline
+from .config import RestoreConfig, validate
+from .encoder import default_output_suffix
+from .errors import Cancelled, GpenVideoError, InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".dv", ".mpg", ".mpeg", ".vob", ".ts",
+    ".m2ts", ".mts", ".m2t", ".3gp", ".wmv", ".flv", ".mxf", ".ogv", ".qt", ".divx", ".y4m"})
+LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path | None  # the output file, or with `into` the folder to write into; None: beside
+    into: bool = False  # output is a folder (created when missing)
+
+
+@dataclass
+class Outcome:
+    """One row of the batch report."""
+
+    input: str
+    status: str  # done, skipped (finished earlier), busy (another run holds it), failed
+    output: str = ""
+    duration: float = 0.0  # seconds of video
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # time spent
+    fps: float = 0.0
+    error: str = ""
+    exit_code: int = 0
+
+
+def collect(inputs: list[Path], output: Path | None) -> list[Job]:
+    """The files to restore and where each goes. Folders are searched recursively for video
+    extensions (hidden entries, the output folder and files that are our own outputs are left
+    out); a .txt/.lst file lists one path per line (# comments; relative to the list's folder).
+    Raises InputError for an input that does not exist or a folder with no video."""
+    many = len(inputs) > 1 or any(p.is_dir() or _is_list(p) for p in inputs)
+    if many and output is not None and output.exists() and not output.is_dir():
+        raise InputError(f"{output}: is a file, but several inputs need an output folder; "
+                         "give -o a folder")
+    jobs: list[Job] = []
+    for item in inputs:
+        if _is_list(item):
+            jobs += [Job(p, output, True) if output is not None else Job(p, None)
+                     for p in _read_list(item)]
+        elif item.is_dir():
+            found = _videos_in(item, output)
+            if not found:
+                raise InputError(f"{item}: no video files found in this folder (looked for "
+                                 f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+            for path in found:
+                dest = output / path.parent.relative_to(item) if output is not None else None
+                jobs.append(Job(path, dest, dest is not None))
+        else:
+            into = output is not None and (many or output.is_dir())
+            jobs.append(Job(item, output, into))
+    seen: set[Path] = set()
+    unique = []
+    for job in jobs:
+        key = job.source.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(job)
+    return unique
+
+
+def _is_list(path: Path) -> bool:
+    return path.suffix.lower() in LIST_EXTENSIONS and path.is_file()
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the list of files ({exc})") from exc
+    entries = [line.strip() for line in lines]
+    return [(path.parent / e) for e in entries if e and not e.startswith("#")]
+
+
+def _videos_in(folder: Path, output: Path | None) -> list[Path]:
+    skip = output.resolve() if output is not None else None
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if skip is not None and (path.resolve() == skip or skip in path.resolve().parents):
+            continue
+        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS \
+                and not manifest.manifest_path(path).exists():  # not one of our outputs
+            found.append(path)
+    return found
+
+
+def target_for(job: Job) -> Path:
+    """The output file of a job (the folder in job.output is created when missing)."""
+    name = f"{job.source.stem}_restored{default_output_suffix(job.source)}"
+    if job.output is None:
+        return job.source.with_name(name)
+    return job.output / name if job.into else job.output
+
+
+Runner = Callable[[Path, Path, RestoreConfig, str, bool], pipeline.RunSummary]
+
+
+def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
+              overwrite: bool = False, progress: pipeline.ProgressCallback | None = None,
+              on_start: Callable[[int, int, Path], None] | None = None,
+              on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Restore every job in turn. A file that fails is reported (Outcome.status "failed") and
+    the batch goes on; Ctrl-C stops it (Cancelled is raised after the outcomes so far are
+    handed to on_done). With a single job its error is raised as is."""
+    cfg = validate(cfg)
+    stages: dict[str, tuple] = {}  # the loaded model, built on first use
+    if identity:
+        settings = manifest.settings_digest(cfg, mode="identity")
+    else:
+        settings = manifest.settings_digest(cfg, _model_file(cfg))
+    outcomes = []
+    for number, job in enumerate(jobs, 1):
+        if on_start:
+            on_start(number, len(jobs), job.source)
+        outcome = _run_job(job, cfg, identity, overwrite, settings, stages, progress,
+                           single=len(jobs) == 1)
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return outcomes
+
+
+def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, settings: str,
+             stages: dict, progress: pipeline.ProgressCallback | None, single: bool) -> Outcome:
+    outcome = Outcome(input=str(job.source), status="failed")
+    started = time.monotonic()
+    try:
+        target = target_for(job)
+        outcome.output = str(target)
+        if job.into:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            raise OutputError(f"{target}: the folder {target.parent} does not exist; "
+                              "create it first")
+        lock = manifest.OutputLock(target)
+        if not lock.acquire():
+            outcome.status = "busy"
+            outcome.warnings.append(f"another gpenvideo run is writing {target}; left to it")
+            log.warning("%s: another gpenvideo run is writing %s; skipped", job.source, target)
+            return outcome
+        with lock:
+            if not overwrite and manifest.is_complete(target, job.source, settings):
+                outcome.status = "skipped"
+                _fill_from_manifest(outcome, target)
+                return outcome
+            summary = _restore_one(job.source, target, cfg, identity, overwrite, settings,
+                                   stages, progress)
+            doc = _summary_doc(summary)
+            manifest.write_manifest(target, job.source, settings, doc)
+        outcome.status = "done"
+        _fill(outcome, doc)
+        outcome.seconds = round(time.monotonic() - started, 3)
+        outcome.fps = round(summary.fps, 2)
+    except Cancelled:
+        raise
+    except GpenVideoError as exc:
+        if single:
+            raise
+        outcome.error = str(exc)
+        outcome.exit_code = exc.exit_code
+        log.error("%s", exc)
+    return outcome
+
+
+def _model_file(cfg: RestoreConfig) -> Path | None:
+    from .models import weights
+
+    if cfg.model.weights:
+        path = Path(cfg.model.weights)
+        return path if path.is_file() else None
+    try:
+        return weights.find(cfg.model.model, cfg.model.weights_dir)
+    except GpenVideoError:
+        return None  # reported with its remedy when the model is loaded
+
+
+def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
+                 overwrite: bool, settings: str, stages: dict,
+                 progress: pipeline.ProgressCallback | None) -> pipeline.RunSummary:
+    if identity:
+        return pipeline.run(source, target, cfg, overwrite=overwrite, progress=progress,
+                            settings=settings)
+    pipeline.check_restorable(source, target, cfg, overwrite)  # before loading a model
+    if "factory" not in stages:
+        stages["factory"] = pipeline.build_restore_stages(cfg)
+    factory, size_for = stages["factory"]
+    return pipeline.run(source, target, cfg, factory, overwrite=overwrite, progress=progress,
+                        size_for=size_for, settings=settings)
+
+
+def _summary_doc(summary: pipeline.RunSummary) -> dict:
+    return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
+            "tracks": summary.tracks, "warnings": summary.notes,
+            "seconds": round(summary.seconds, 3), "segments": summary.segments,
+            "segments_resumed": summary.segments_resumed}
+
+
+def _fill(outcome: Outcome, doc: dict) -> None:
+    outcome.duration = round(float(doc.get("duration") or 0.0), 3)
+    outcome.frames = int(doc.get("frames", 0))
+    outcome.faces = int(doc.get("faces", 0))
+    outcome.tracks = int(doc.get("tracks", 0))
+    outcome.warnings = list(doc.get("warnings", []))
+
+
+def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
+    try:
+        doc = json.loads(manifest.manifest_path(target).read_text(encoding="utf-8"))
+        _fill(outcome, doc.get("summary", {}))
+    except (OSError, ValueError):
+        pass
+
+
+REPORT_FIELDS = ["input", "status", "output", "duration", "frames", "faces", "tracks",
+                 "warnings", "seconds", "fps", "error"]
+
+
+def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
+    """Write `<prefix>.json` and `<prefix>.csv`; return their paths."""
+    json_path = prefix.with_name(prefix.name + ".json")
+    csv_path = prefix.with_name(prefix.name + ".csv")
+    totals = {status: sum(1 for o in outcomes if o.status == status)
+              for status in ("done", "skipped", "busy", "failed")}
+    doc = {"created": datetime.now().isoformat(timespec="seconds"), "totals": totals,
+           "files": [asdict(o) for o in outcomes]}
+    manifest.write_json_atomic(json_path, doc)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, REPORT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for o in outcomes:
+            row = asdict(o)
+            row["warnings"] = " | ".join(o.warnings)
+            writer.writerow(row)
+    return json_path, csv_path
+
+
+def default_report_prefix(inputs: list[Path], output: Path | None) -> Path:
+    """gpenvideo-report-<time> in the output folder, else in the (first) input folder."""
+    folder = output if output is not None and output.is_dir() else None
+    if folder is None:
+        first = inputs[0]
+        folder = first if first.is_dir() else first.parent
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return folder / f"gpenvideo-report-{stamp}"
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """0 when every file is done or skipped; else the exit code of the first failure."""
+    return next((o.exit_code or 1 for o in outcomes if o.status == "failed"), 0)
+
+
+def summary_table(outcomes: list[Outcome]) -> str:
+    """The end-of-batch table, one line per file."""
+    rows = [("status", "frames", "faces", "tracks", "time", "fps", "file")]
+    for o in outcomes:
+        name = o.output if o.status in ("done", "skipped") else o.input
+        rows.append((o.status, str(o.frames), str(o.faces), str(o.tracks),
+                     f"{o.seconds:.1f}s" if o.seconds else "-", f"{o.fps:.1f}" if o.fps else "-",
+                     name if o.status != "failed" else f"{name}: {o.error}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+    totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("done", "skipped", "busy",
+                                                                     "failed")}
+    lines.append(", ".join(f"{n} {s}" for s, n in totals.items() if n) or "nothing to do")
+    return "\n".join(lines)
