@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from . import manifest, pipeline
 from .config import RestoreConfig, validate
@@ -131,25 +132,32 @@ Runner = Callable[[Path, Path, RestoreConfig, str, bool], pipeline.RunSummary]
 def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
               overwrite: bool = False, progress: pipeline.ProgressCallback | None = None,
               on_start: Callable[[int, int, Path], None] | None = None,
-              on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+              on_done: Callable[[Outcome], None] | None = None,
+              ray_address: str | None = None) -> list[Outcome]:
     """Restore every job in turn. A file that fails is reported (Outcome.status "failed") and
     the batch goes on; Ctrl-C stops it (Cancelled is raised after the outcomes so far are
-    handed to on_done). With a single job its error is raised as is."""
+    handed to on_done). With a single job its error is raised as is.
+    ray_address: render segments on a Ray cluster (distributed.RayExecutor; "" starts a local
+    one); None renders here."""
     cfg = validate(cfg)
-    stages: dict[str, tuple] = {}  # the loaded model, built on first use
+    stages: dict[str, Any] = {"ray": ray_address}  # the model or Ray workers, made on first use
     if identity:
         settings = manifest.settings_digest(cfg, mode="identity")
     else:
         settings = manifest.settings_digest(cfg, _model_file(cfg))
     outcomes = []
-    for number, job in enumerate(jobs, 1):
-        if on_start:
-            on_start(number, len(jobs), job.source)
-        outcome = _run_job(job, cfg, identity, overwrite, settings, stages, progress,
-                           single=len(jobs) == 1)
-        outcomes.append(outcome)
-        if on_done:
-            on_done(outcome)
+    try:
+        for number, job in enumerate(jobs, 1):
+            if on_start:
+                on_start(number, len(jobs), job.source)
+            outcome = _run_job(job, cfg, identity, overwrite, settings, stages, progress,
+                               single=len(jobs) == 1)
+            outcomes.append(outcome)
+            if on_done:
+                on_done(outcome)
+    finally:
+        if "executor" in stages:
+            stages["executor"].close()
     return outcomes
 
 
@@ -210,15 +218,23 @@ def _model_file(cfg: RestoreConfig) -> Path | None:
 def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
                  overwrite: bool, settings: str, stages: dict,
                  progress: pipeline.ProgressCallback | None) -> pipeline.RunSummary:
-    if identity:
-        return pipeline.run(source, target, cfg, overwrite=overwrite, progress=progress,
-                            settings=settings)
     pipeline.check_restorable(source, target, cfg, overwrite)  # before loading a model
-    if "factory" not in stages:
-        stages["factory"] = pipeline.build_restore_stages(cfg)
-    factory, size_for = stages["factory"]
+    factory, size_for, context = None, None, None
+    if stages["ray"] is not None:
+        if "executor" not in stages:
+            from .distributed import RayExecutor
+
+            stages["executor"] = RayExecutor(cfg, stages["ray"], identity=identity)
+        if not identity:  # the workers hold the model; here only the sizes are needed
+            size_for = pipeline.output_size(cfg)
+            context = pipeline.tracking_context(cfg)
+    elif not identity:
+        if "factory" not in stages:
+            stages["factory"] = pipeline.build_restore_stages(cfg)
+        factory, size_for = stages["factory"]
     return pipeline.run(source, target, cfg, factory, overwrite=overwrite, progress=progress,
-                        size_for=size_for, settings=settings)
+                        size_for=size_for, settings=settings, executor=stages.get("executor"),
+                        context=context)
 
 
 def _summary_doc(summary: pipeline.RunSummary) -> dict:

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 60; 0: in one piece)")
     r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                    help="go on from the finished segments of an interrupted run (default: on)")
+    r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="render segments on a Ray cluster, one GPU per worker (ADDRESS as for "
+                        "ray.init, e.g. auto; none: start Ray on this machine); needs "
+                        "pip install 'gpenvideo[ray]'")
     r.add_argument("--report", type=Path,
                    help="write the batch report to REPORT.json and REPORT.csv (default for "
                         "several inputs: gpenvideo-report-<time> in the output or input folder)")
@@ -226,7 +230,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         outcomes = batch.run_batch(jobs, cfg, identity=args.identity, overwrite=args.overwrite,
                                    progress=_print_progress if show else None,
                                    on_start=on_start,
-                                   on_done=lambda o: (outcomes.append(o), on_done(o)))
+                                   on_done=lambda o: (outcomes.append(o), on_done(o)),
+                                   ray_address=args.ray)
     finally:
         if several or args.report:
             prefix = args.report or batch.default_report_prefix(args.inputs, args.output)

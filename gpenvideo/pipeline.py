@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -149,7 +149,8 @@ ProgressCallback = Callable[[Progress], None]
 def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         stages: StageFactory | None = None, *, overwrite: bool = False,
         progress: ProgressCallback | None = None,
-        size_for: SizeFor | None = None, settings: str = "") -> RunSummary:
+        size_for: SizeFor | None = None, settings: str = "",
+        executor: SegmentExecutor | None = None, context: int | None = None) -> RunSummary:
     """Decode `source`, pass every frame through the stages, encode to `output`.
 
     stages: builds a fresh stage list for a source (default: none, a plain transcode).
@@ -157,6 +158,10 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     settings: digest of the settings (manifest.settings_digest); a film longer than
     cfg.pipeline.segment_seconds runs in segments kept in a work folder beside the output, and
     a later run with the same input and settings resumes after the last finished one.
+    executor: renders segments elsewhere (e.g. distributed.RayExecutor); the film then always
+    runs in segments, and the concatenation happens here.
+    context: frames before and after a frame that shape its result (segment lead-in and
+    run-out); default: the largest `context` among the stages.
     Returns a RunSummary. Raises GpenVideoError subclasses (InputError, OutputError, EncodeError,
     Cancelled ...); on any error the partial output is removed and the input is untouched.
     """
@@ -171,7 +176,8 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
     size = size_for(info) if size_for else (info.width, info.height)
-    context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
+    if context is None:
+        context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
     seconds = cfg.pipeline.segment_seconds
     if seconds > 0 and (info.duration or 0) > seconds * 1.25:
@@ -182,12 +188,12 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     tmp = temporary_path(target)
     clock = _Clock(started, info.frames, progress)
     try:
-        if len(pieces) == 1:
+        if len(pieces) == 1 and executor is None:
             _run_piece(source, tmp, container_for(target), cfg, cfg.encode, pieces[0], factory,
                        size, clock, summary)
         else:
             _run_segmented(source, target, tmp, cfg, pieces, factory, size, clock, settings,
-                           summary)
+                           summary, executor)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -235,9 +241,30 @@ def _add_counts(summary: RunSummary, counts: dict[str, int], notes: list[str]) -
     summary.notes += [n for n in notes if n not in summary.notes]
 
 
+class SegmentExecutor(Protocol):
+    """Renders segments somewhere else. `render` yields (segment number, the segment file's
+    bytes, its counts) for each of `pieces`, in any order."""
+
+    def render(self, source: Path, pieces: list[Segment], cfg: RestoreConfig,
+               size: tuple[int, int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]: ...
+
+
+def render_segment(source: Path, path: Path, cfg: RestoreConfig, piece: Segment,
+                   factory: StageFactory, size: tuple[int, int],
+                   clock: _Clock | None = None) -> dict[str, Any]:
+    """Write one segment's video (no audio) to `path`; return its counts. What an executor's
+    worker runs."""
+    summary = RunSummary(input=str(source), output=str(path))
+    counts = _run_piece(source, path, segments.SEGMENT_FORMAT, cfg,
+                        dataclasses.replace(cfg.encode, audio=False), piece, factory, size,
+                        clock or _Clock(time.monotonic(), 0, None), summary)
+    return {**counts, "notes": summary.notes}
+
+
 def _run_segmented(source: Path, target: Path, tmp: Path, cfg: RestoreConfig,
                    pieces: list[Segment], factory: StageFactory, size: tuple[int, int],
-                   clock: _Clock, settings: str, summary: RunSummary) -> None:
+                   clock: _Clock, settings: str, summary: RunSummary,
+                   executor: SegmentExecutor | None) -> None:
     work = segments.WorkFolder(target)
     if not cfg.pipeline.resume:
         work.remove()
@@ -245,28 +272,43 @@ def _run_segmented(source: Path, target: Path, tmp: Path, cfg: RestoreConfig,
     if kept:
         log.info("%s: resuming after %d finished segments of %d", source, kept, len(pieces))
     summary.segments, summary.segments_resumed = len(pieces), 0
-    video_only = dataclasses.replace(cfg.encode, audio=False)
+    todo = []
     for piece in pieces:
         counts = work.done(piece.number)
-        if counts is not None:
-            _add_counts(summary, counts, counts.get("notes", []))
-            summary.segments_resumed += 1
-        else:
+        if counts is None:
+            todo.append(piece)
+            continue
+        _add_counts(summary, counts, counts.get("notes", []))
+        summary.segments_resumed += 1
+        clock.frames += counts["frames"]
+        clock.faces += counts["faces"]
+
+    def finished(number: int, counts: dict[str, Any]) -> None:
+        _add_counts(summary, counts, counts.get("notes", []))
+        clock.frames += counts["frames"]
+        clock.faces += counts["faces"]
+        clock.report()
+
+    try:
+        if executor is not None:
+            for number, data, counts in executor.render(source, todo, cfg, size):
+                partial = work.partial_file(number)
+                partial.write_bytes(data)
+                work.commit(number, partial, counts)
+                finished(number, counts)
+        for piece in todo if executor is None else ():
             partial = work.partial_file(piece.number)
             try:
-                counts = _run_piece(source, partial, segments.SEGMENT_FORMAT, cfg, video_only,
-                                    piece, factory, size, clock, summary)
-            except Cancelled:
-                partial.unlink(missing_ok=True)
-                raise Cancelled(f"{source}: interrupted; {piece.number} of {len(pieces)} "
-                                f"segments are kept in {work.path}; run the same command again "
-                                "to resume") from None
+                counts = render_segment(source, partial, cfg, piece, factory, size, clock)
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
             work.commit(piece.number, partial, counts)
-        clock.frames += counts["frames"]
-        clock.faces += counts["faces"]
+            finished(piece.number, counts)
+    except (Cancelled, KeyboardInterrupt):
+        done = sum(1 for p in pieces if work.done(p.number) is not None)
+        raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
+                        f"{work.path}; run the same command again to resume") from None
     _concatenate(source, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
     work.remove()
 
@@ -432,17 +474,26 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
                         mcfg.batch_size, mcfg.channels_last, mcfg.compile)
     detector = create_detector(cfg.detect, mcfg.weights_dir, str(runner.device))
     size = runner.size
-    scale = cfg.composite.upscale
 
     def factory(info: VideoInfo) -> list[Stage]:
         return [DetectStage(detector), Tracker(cfg.track),
                 RestoreStage(runner.restore, size, runner.batch_size),
                 Compositor(cfg.composite, size, strength)]
 
-    def size_for(info: VideoInfo) -> tuple[int, int]:
-        return info.width * scale, info.height * scale
+    return factory, output_size(cfg)
 
-    return factory, size_for
+
+def output_size(cfg: RestoreConfig) -> SizeFor:
+    """The output frame size for a source: its size times --upscale."""
+    scale = cfg.composite.upscale
+    return lambda info: (info.width * scale, info.height * scale)
+
+
+def tracking_context(cfg: RestoreConfig) -> int:
+    """The `context` of the restore stages (the tracker's), without loading any model."""
+    from .tracker import Tracker
+
+    return Tracker(cfg.track).context
 
 
 def check_restorable(source: str | Path, output: str | Path | None, cfg: RestoreConfig,

@@ -215,3 +215,22 @@ def test_segment_seconds_must_not_be_negative(capsys, tmp_path):
     a = make_clip(tmp_path / "a.mp4", frames=3)
     assert main(["restore", str(a), "--identity", "--segment-seconds", "-1"]) == 2
     assert "--segment-seconds" in capsys.readouterr().err
+
+
+# -- Ray ---------------------------------------------------------------------------------------
+
+def test_the_ray_path_writes_the_same_film_as_the_local_path(tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
+    clip = face_clip(tmp_path / "film.mp4", frames=60)
+    ckpt = tiny_gpen(tmp_path)
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=1, progress=False).replace(
+        "model", weights=str(ckpt), weights_dir=str(SHARED / "weights"))
+    local = batch.run_batch([batch.Job(clip, tmp_path / "local.mp4")], cfg)
+    remote = batch.run_batch([batch.Job(clip, tmp_path / "ray.mp4")], cfg, ray_address="")
+    assert [o.status for o in local + remote] == ["done", "done"]
+    assert remote[0].frames == local[0].frames == 60 and remote[0].faces == local[0].faces > 0
+    a, b = decoded(tmp_path / "local.mp4"), decoded(tmp_path / "ray.mp4")
+    assert len(a) == len(b) == 60
+    assert all(ta == tb for (ta, _), (tb, _) in zip(a, b))
+    assert all(np.array_equal(ia, ib) for (_, ia), (_, ib) in zip(a, b))
+    assert packets(tmp_path / "ray.mp4", "audio") == packets(clip, "audio")
