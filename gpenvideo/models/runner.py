@@ -17,7 +17,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_BATCH = 32
 GPU_MEMORY_SHARE = 0.7  # share of free GPU memory the batch may take
 CPU_BYTES_PER_PIXEL = 1600  # measured peak of a 2048 forward on CPU: 6.6 GB / 2048^2
-CPU_MAX_BATCH = 4
+CPU_MAX_BATCH = 1  # bench/gpen.py, 2-core CPU: GPEN-256 10.2 faces/s at batch 1, 5.2 at 4
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -1,6 +1,6 @@
 """frames/s of `gpenvideo restore --identity` (threaded decode -> stage -> encode, audio copied)
 against a plain single-threaded PyAV decode-encode loop of the same clip with the same codec
-settings, measured in the same run. Usage: python bench/io.py [clip] (default: a generated
+settings, measured in the same run. Usage: python bench/io_bench.py [clip] (default: a generated
 10 s 1280x720 clip)."""
 
 from __future__ import annotations
