@@ -65,14 +65,17 @@ def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int] | int,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
 
 
-def warp_torch(images, matrices, size: int):
-    """GPU warp that matches `warp`: images (N, C, H, W) float tensor, matrices (N, 2, 3)
-    frame->crop (numpy or tensor). Returns (N, C, size, size) float tensor."""
+def warp_torch(images, matrices, size: int, cubic: bool = False):
+    """GPU warp that matches `warp`: images (N, C, H, W) float tensor (N = 1 serves every
+    matrix), matrices (N, 2, 3) frame->crop (numpy or tensor); bilinear, or bicubic like
+    `warp(..., cubic=True)`. Returns (N, C, size, size) float tensor."""
     import torch
     import torch.nn.functional as F
 
-    n, _, h, w = images.shape
     m = torch.as_tensor(np.asarray(matrices), dtype=torch.float64)
+    if images.shape[0] == 1 and m.shape[0] > 1:
+        images = images.expand(m.shape[0], -1, -1, -1)
+    n, _, h, w = images.shape
     inv = torch.from_numpy(np.stack([invert(x) for x in m.numpy()])).to(images.device)
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=images.device),
                             torch.arange(size, dtype=torch.float64, device=images.device),
@@ -83,5 +86,5 @@ def warp_torch(images, matrices, size: int):
     gx = src[..., 0] * (2.0 / (w - 1)) - 1.0
     gy = src[..., 1] * (2.0 / (h - 1)) - 1.0
     norm = torch.stack([gx, gy], -1).reshape(n, size, size, 2).to(images.dtype)
-    return F.grid_sample(images, norm, mode="bilinear", padding_mode="zeros",
-                         align_corners=True)
+    return F.grid_sample(images, norm, mode="bicubic" if cubic else "bilinear",
+                         padding_mode="zeros", align_corners=True)

@@ -34,9 +34,13 @@ def _ray():
 class _Worker:
     """Lives in a Ray actor: builds the stages (loads the model) once, renders segments."""
 
-    def __init__(self, cfg: RestoreConfig, identity: bool) -> None:
+    def __init__(self, cfg: RestoreConfig, identity: bool, threads: int | None) -> None:
         from . import pipeline
 
+        if threads:  # Ray pins workers to one thread; results follow the thread count
+            import torch
+
+            torch.set_num_threads(threads)
         if identity:
             self.factory = lambda info: []
         else:
@@ -76,7 +80,14 @@ class RayExecutor:
         # each actor sees only the GPU Ray gave it, so --device auto picks it as cuda:0
         options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         actor = ray.remote(**options)(_Worker)
-        self.actors = [actor.remote(cfg, identity) for _ in range(workers)]
+        # On this machine, split the driver's CPU threads among the workers (with one worker
+        # the numbers match a local run exactly); on a cluster each node keeps its own.
+        threads = None
+        if not address:
+            import torch
+
+            threads = max(1, torch.get_num_threads() // workers)
+        self.actors = [actor.remote(cfg, identity, threads) for _ in range(workers)]
         log.info("Ray: %d workers on %s", workers, "GPUs" if gpus else "CPUs")
 
     def render(self, source: Path, pieces: list[Segment], cfg: RestoreConfig,

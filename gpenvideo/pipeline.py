@@ -477,7 +477,8 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
 
     def factory(info: VideoInfo) -> list[Stage]:
         return [DetectStage(detector), Tracker(cfg.track),
-                RestoreStage(runner.restore, size, runner.batch_size),
+                RestoreStage(runner.restore, size, runner.batch_size,
+                             runner.device if runner.device.type == "cuda" else None),
                 Compositor(cfg.composite, size, strength)]
 
     return factory, output_size(cfg)

@@ -31,13 +31,16 @@ class DetectStage:
 
 
 class RestoreStage:
-    """restore_fn: (N, S, S, 3) uint8 BGR crops -> same shape restored (e.g. GPENRunner.restore).
-    Results are attached as `frame.restored` (a list of RestoredFace)."""
+    """restore_fn: (N, S, S, 3) uint8 BGR crops (numpy, or a tensor on warp_device) -> the same
+    shape restored, numpy (e.g. GPENRunner.restore). warp_device: a torch device to cut the crops
+    on (the GPU the model runs on: each frame is uploaded once and its crops never cross the
+    bus before GPEN); None cuts them with OpenCV. Results are attached as `frame.restored`."""
 
     name = "restore"
 
-    def __init__(self, restore_fn, size: int, batch_faces: int = 8) -> None:
+    def __init__(self, restore_fn, size: int, batch_faces: int = 8, warp_device=None) -> None:
         self.restore_fn = restore_fn
+        self.warp_device = warp_device
         self.size = size
         self.batch_faces = max(1, batch_faces)
         self.lookahead = 4 * self.batch_faces
@@ -57,17 +60,40 @@ class RestoreStage:
 
     def _run(self) -> list[Frame]:
         frames, self._pending, self._faces = self._pending, [], 0
-        jobs = []
+        jobs, crops = [], []
         for frame in frames:
             frame.restored = []
+            faces = frame.faces if frame.emit else []
+            if not faces:
+                continue
             image8 = frame.image if frame.image.dtype == np.uint8 else \
                 (frame.image >> 8).astype(np.uint8)
-            for face in frame.faces if frame.emit else ():
-                m = align.face_transform(face.smoothed, self.size)
-                jobs.append((frame, face.track_id, m, align.warp(image8, m, self.size, cubic=True)))
+            matrices = [align.face_transform(face.smoothed, self.size) for face in faces]
+            jobs += [(frame, face.track_id, m) for face, m in zip(faces, matrices)]
+            if self.warp_device is None:
+                crops += [align.warp(image8, m, self.size, cubic=True) for m in matrices]
+            else:
+                crops.append(self._warp_on_device(image8, matrices))
         if jobs:
-            restored = self.restore_fn(np.stack([j[3] for j in jobs]))
-            for (frame, track_id, m, crop), out in zip(jobs, restored):
+            if self.warp_device is None:
+                batch = np.stack(crops)
+                batch_np = batch
+            else:
+                import torch
+
+                batch = torch.cat(crops)
+                batch_np = batch.cpu().numpy()  # the compositor blends with the source crop
+            restored = self.restore_fn(batch)
+            for (frame, track_id, m), crop, out in zip(jobs, batch_np, restored):
                 frame.restored.append(RestoredFace(track_id, m, crop, out))
             self.faces_done += len(jobs)
         return frames
+
+    def _warp_on_device(self, image8: np.ndarray, matrices: list[np.ndarray]):
+        """(F, S, S, 3) uint8 tensor of one frame's crops, cut on warp_device (bicubic)."""
+        import torch
+
+        t = torch.from_numpy(image8).to(self.warp_device, non_blocking=True)
+        t = t.permute(2, 0, 1)[None].float()
+        out = align.warp_torch(t, np.stack(matrices), self.size, cubic=True)
+        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

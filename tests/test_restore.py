@@ -183,3 +183,44 @@ def test_cli_upscale_2_doubles_the_size_and_keeps_the_timing(tmp_path):
         ta = [f.pts * f.time_base for f in a.decode(sa)]
         tb = [f.pts * f.time_base for f in b.decode(sb)]
     assert len(ta) == len(tb) and max(abs(float(x - y)) for x, y in zip(ta, tb)) < 0.0011
+
+
+def crops_of(warp_device, restore_frames=6):
+    """The crops RestoreStage hands to the restorer, cut with OpenCV or with torch."""
+    import torch
+
+    seen = []
+
+    def keep(crops):
+        seen.append(crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops)
+        return seen[-1]
+
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    det = YuNetDetector(shared_file("weights", "face_detection_yunet_2026may.onnx"),
+                        DetectConfig())
+    tracker, stage = Tracker(TrackConfig()), RestoreStage(keep, 256, 4, warp_device)
+    with Decoder(clip) as dec:
+        for frame, _ in zip(dec.frames(), range(restore_frames + tracker.lookahead)):
+            frame.detections = det.detect([frame.image])[0]
+            for out in tracker.process(frame):
+                stage.process(out)
+    stage.flush()
+    return np.concatenate(seen)
+
+
+def test_crops_cut_with_torch_match_opencv():
+    import torch
+
+    cv, tt = crops_of(None), crops_of(torch.device("cpu"))
+    assert cv.shape == tt.shape and cv.dtype == tt.dtype == np.uint8
+    diff = np.abs(cv.astype(int) - tt)[:, 4:-4, 4:-4]
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
+
+
+@pytest.mark.gpu
+def test_crops_cut_on_the_gpu_match_opencv():
+    import torch
+
+    cv, gpu = crops_of(None), crops_of(torch.device("cuda"))
+    diff = np.abs(cv.astype(int) - gpu)[:, 4:-4, 4:-4]
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
