@@ -41,6 +41,13 @@ def measure(runner: GPENRunner, batch: int, seconds: float) -> float:
     return runs * batch / (time.perf_counter() - start)
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU and its thread count, for the figures' heading."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
 def flags(choice: str) -> list[bool]:
     return {"on": [True], "off": [False], "both": [False, True]}[choice]
 
@@ -58,9 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}\n")
+    print(f"device: {device_name(device)}; torch {torch.__version__}\n")
     print("| model | batch | precision | channels_last | compile | faces/s | ms/face |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:

@@ -13,7 +13,6 @@ GPU busy time is the share of the wall time spent inside GPEN batches (synchroni
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from gpenvideo.config import RestoreConfig  # noqa: E402
 from gpenvideo.models import runner as runner_module  # noqa: E402
 from gpenvideo.models.gpen import GPEN  # noqa: E402
 
-from gpen import config  # noqa: E402  (bench/gpen.py)
+from gpen import config, device_name  # noqa: E402  (bench/gpen.py)
 
 SHARED = ROOT.parent / "shared"
 
@@ -100,9 +99,7 @@ def main() -> None:
         "pipeline", progress=False)
     clips = [hd_clip(tmp / "one.mp4", 1), hd_clip(tmp / "four.mp4", 4)] if args.hd else [args.clip]
     busy = timed_runner()
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    name = device_name(torch.device(args.device))
     print(f"device: {name}; GPEN-{args.size} {args.precision}; torch {torch.__version__}\n")
     print("| clip | frames | plain transcode fps | restore fps | faces/s | GPEN busy | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

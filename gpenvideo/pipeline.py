@@ -192,8 +192,8 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
             _run_piece(source, tmp, container_for(target), cfg, cfg.encode, pieces[0], factory,
                        size, clock, summary)
         else:
-            _run_segmented(source, target, tmp, cfg, pieces, factory, size, clock, settings,
-                           summary, executor)
+            _run_segmented(source, info, target, tmp, cfg, pieces, factory, size, clock,
+                           settings, summary, executor)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -261,8 +261,8 @@ def render_segment(source: Path, path: Path, cfg: RestoreConfig, piece: Segment,
     return {**counts, "notes": summary.notes}
 
 
-def _run_segmented(source: Path, target: Path, tmp: Path, cfg: RestoreConfig,
-                   pieces: list[Segment], factory: StageFactory, size: tuple[int, int],
+def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
+                   cfg: RestoreConfig, pieces: list[Segment], factory: StageFactory, size: tuple[int, int],
                    clock: _Clock, settings: str, summary: RunSummary,
                    executor: SegmentExecutor | None) -> None:
     work = segments.WorkFolder(target)
@@ -296,28 +296,28 @@ def _run_segmented(source: Path, target: Path, tmp: Path, cfg: RestoreConfig,
                 partial.write_bytes(data)
                 work.commit(number, partial, counts)
                 finished(number, counts)
-        for piece in todo if executor is None else ():
-            partial = work.partial_file(piece.number)
-            try:
-                counts = render_segment(source, partial, cfg, piece, factory, size, clock)
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-            work.commit(piece.number, partial, counts)
-            finished(piece.number, counts)
+        else:
+            for piece in todo:
+                partial = work.partial_file(piece.number)
+                try:
+                    counts = render_segment(source, partial, cfg, piece, factory, size, clock)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+                work.commit(piece.number, partial, counts)
+                finished(piece.number, counts)
     except (Cancelled, KeyboardInterrupt):
         done = sum(1 for p in pieces if work.done(p.number) is not None)
         raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
                         f"{work.path}; run the same command again to resume") from None
-    _concatenate(source, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
+    _concatenate(info, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
     work.remove()
 
 
-def _concatenate(source: Path, tmp: Path, target: Path, cfg: RestoreConfig, files: list[Path],
-                 summary: RunSummary) -> None:
-    """Stream-copy the segments' video into one file, with the audio copied once from source."""
-    with Decoder(source, cfg.decode) as probe:
-        info = probe.info
+def _concatenate(info: VideoInfo, tmp: Path, target: Path, cfg: RestoreConfig,
+                 files: list[Path], summary: RunSummary) -> None:
+    """Stream-copy the segments' video into one file, with the audio copied once from the
+    source (info.path)."""
     with av.open(str(files[0])) as first:
         template = first.streams.video[0]
         with Encoder(tmp, container_for(target), info, cfg.encode,
