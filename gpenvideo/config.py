@@ -58,8 +58,9 @@ class TrackConfig:
     match_threshold: float = 0.3  # minimum association score (box overlap / landmark distance)
     scene_cut_threshold: float = 0.45  # histogram distance between frames that counts as a cut
     max_faces: int = 0  # restore at most this many faces per frame (largest first); 0: no limit
-    smoothing_window: int = 9  # frames in the centered smoothing window (odd); 1 turns it off
-    motion_scale: float = 0.2  # eye distances per frame of motion at which smoothing backs off
+    smoothing_window: int = 17  # frames in the centered smoothing window (odd); 1 turns it off
+    smoothing_cutoff: float = 0.2  # fraction of the Nyquist frequency kept (0..1]; 1: off
+    motion_scale: float = 0.5  # eye distances per frame of motion at which smoothing backs off
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
                          "give 0 (no segments) or more")
     if cfg.track.smoothing_window < 1 or cfg.track.smoothing_window % 2 == 0:
         raise InputError("track.smoothing_window must be an odd number >= 1")
+    if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:
+        raise InputError("track.smoothing_cutoff must be above 0 and at most 1")
     return cfg
 
 

@@ -38,8 +38,19 @@ def test_smoothing_reduces_error_to_the_true_path():
     t = np.arange(120)
     truth = BASE[None] + np.stack([20 * np.sin(t / 15), 5 * np.cos(t / 20)], -1)[:, None]
     noisy = truth + rng.normal(0, 1.0, truth.shape)
-    smoothed = smooth_path(noisy, 9, 0.2)
+    smoothed = smooth_path(noisy, 17, 0.2, 0.5)
     assert np.abs(smoothed - truth).mean() < 0.5 * np.abs(noisy - truth).mean()
+
+
+def test_slow_motion_passes_and_frame_to_frame_noise_is_removed():
+    t = np.arange(200, dtype=np.float64)
+    slow = 6.0 * np.sin(2 * np.pi * 0.02 * t)  # 0.5 Hz at 25 fps: a head turning
+    flicker = 1.5 * (-1.0) ** t  # a detector that alternates from frame to frame
+    path = BASE[None] + np.stack([slow + flicker, np.zeros_like(t)], -1)[:, None]
+    smoothed = smooth_path(path, 17, 0.2, 0.5)[:, 0, 0] - BASE[0, 0]
+    inner = slice(20, 180)
+    assert np.abs(smoothed[inner] - slow[inner]).max() < 0.15  # slow motion kept, no lag
+    assert np.abs(smoothed - slow).max() < 0.4 * 1.5  # flicker gone, ends included
 
 
 def test_a_fast_genuine_move_is_not_lagged():
@@ -47,7 +58,7 @@ def test_a_fast_genuine_move_is_not_lagged():
     # still, then a fast pan of 8 px per frame (0.4 eye distances) for 20 frames, then still
     x = np.clip(t - 20, 0, 20) * 8
     path = BASE[None] + np.stack([x, np.zeros_like(x)], -1)[:, None]
-    smoothed = smooth_path(path, 9, 0.2)
+    smoothed = smooth_path(path, 17, 0.2, 0.5)
     mid = slice(24, 37)  # inside the move: a lagging filter would trail behind here
     assert np.abs(smoothed[mid] - path[mid]).max() < 0.5
     assert np.abs(smoothed - path).max() < 8.0
