@@ -232,6 +232,7 @@ def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
         if "factory" not in stages:
             stages["factory"] = pipeline.build_restore_stages(cfg)
         factory, size_for = stages["factory"]
+        context = pipeline.tracking_context(cfg)
     return pipeline.run(source, target, cfg, factory, overwrite=overwrite, progress=progress,
                         size_for=size_for, settings=settings, executor=stages.get("executor"),
                         context=context)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import CODECS, DETECTORS, MODELS, PRECISIONS, RestoreConfig, load_config, validate
+from .config import (CODECS, DETECTORS, MASKS, MODELS, PRECISIONS, RestoreConfig, load_config,
+                     validate)
 from .errors import GpenVideoError, InputError
 
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's full resolution (default 1)")
     r.add_argument("--no-color-match", action="store_true",
                    help="keep GPEN's own face colours instead of the source's")
+    r.add_argument("--mask", choices=MASKS,
+                   help="template: a soft ellipse (default); parsing: the face's own outline "
+                        "from facexlib's ParseNet, hair and hands left as they were")
     _add_detect(r)
     _add_common(r)
 
@@ -135,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "crf": ("encode", "crf"),
         "preset": ("encode", "preset"),
         "upscale": ("composite", "upscale"),
+        "mask": ("composite", "mask"),
         "segment_seconds": ("pipeline", "segment_seconds"),
         "resume": ("pipeline", "resume"),
     }

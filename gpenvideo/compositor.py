@@ -1,6 +1,7 @@
 """Pastes restored faces back into their frames: inverse similarity warp, a soft mask tied to
-the face template, and a blend with the original crop (strength). Pixels outside every face
-mask are left exactly as decoded."""
+the face template (narrowed to the face's own outline by a parsing mask with --mask parsing),
+and a blend with the original crop (strength). Pixels outside every face mask are left exactly
+as decoded."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class Compositor:
         frame.image = upscale(frame.image, self.cfg.upscale)
         for face in frame.restored:
             self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale), face.crop,
-                       face.restored)
+                       face.restored, face.mask)
         frame.restored = []
         return (frame,)
 
@@ -87,8 +88,9 @@ class Compositor:
         return ()
 
     def paste(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
-              restored: np.ndarray) -> None:
-        """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place."""
+              restored: np.ndarray, parsed: np.ndarray | None = None) -> None:
+        """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place. parsed: the
+        face's parsing mask (S, S), which narrows the template mask to the face itself."""
         h, w = image.shape[:2]
         inv = align.invert(matrix)
         corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
@@ -103,7 +105,7 @@ class Compositor:
             face = match_color(face, crop)
         if self.strength < 1.0:
             face = self.strength * face + (1 - self.strength) * crop.astype(np.float32)
-        mask = self.mask
+        mask = self.mask if parsed is None else self.mask * parsed
         # A crop much larger than its place in the frame is first shrunk by area averaging
         # (a warp alone would alias the model's fine detail into noise).
         scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))

@@ -24,6 +24,7 @@ CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
 DETECTORS = ("yunet", "retinaface")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MASKS = ("template", "parsing")
 MODELS = ("gpen-bfr-2048", "gpen-bfr-1024", "gpen-bfr-512", "gpen-bfr-256")
 
 
@@ -49,6 +50,8 @@ class DetectConfig:
     max_side: int = 1280  # frames whose long side is larger are detected downscaled to this
     retinaface_model: str = "mobilenet0.25"  # mobilenet0.25 or resnet50 (retinaface backend)
     nms_threshold: float = 0.3  # overlap above which two detections are the same face
+    # frames per detector call; 0: the backend's best (yunet 1, retinaface 8 on a GPU)
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class CompositeConfig:
     upscale: int = 1  # output resolution factor: 1, 2 or 4
     mask_feather: float = 0.1  # width of the mask's soft edge, as a fraction of the crop size
     color_match: bool = True  # keep the source face's colour and shading (low frequencies)
+    mask: str = "template"  # template (soft ellipse) or parsing (facexlib ParseNet: face only)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         ("--detector", cfg.detect.backend, DETECTORS),
         ("--precision", cfg.model.precision, PRECISIONS),
         ("--upscale", cfg.composite.upscale, (1, 2, 4)),
+        ("--mask", cfg.composite.mask, MASKS),
     ]
     for option, value, choices in checks:
         if value not in choices:

@@ -72,6 +72,7 @@ class RestoredFace:
     matrix: np.ndarray  # (2, 3) float64 frame -> crop similarity
     crop: np.ndarray  # (S, S, 3) uint8 BGR, the aligned crop as cut from the frame
     restored: np.ndarray  # (S, S, 3) uint8 BGR, the model's output
+    mask: np.ndarray | None = None  # (S, S) float32 face parsing mask; None: the template's
 
 
 @dataclass

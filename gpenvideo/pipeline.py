@@ -473,12 +473,17 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     runner = GPENRunner(weights.load_gpen(checkpoint), mcfg.device, mcfg.precision,
                         mcfg.batch_size, mcfg.channels_last, mcfg.compile)
     detector = create_detector(cfg.detect, mcfg.weights_dir, str(runner.device))
+    parser = None
+    if cfg.composite.mask == "parsing":
+        from .parsing import FaceParser
+
+        parser = FaceParser(weights.find("parsenet", mcfg.weights_dir), runner.device)
     size = runner.size
 
     def factory(info: VideoInfo) -> list[Stage]:
         return [DetectStage(detector), Tracker(cfg.track),
                 RestoreStage(runner.restore, size, runner.batch_size,
-                             runner.device if runner.device.type == "cuda" else None),
+                             runner.device if runner.device.type == "cuda" else None, parser),
                 Compositor(cfg.composite, size, strength)]
 
     return factory, output_size(cfg)
@@ -513,17 +518,18 @@ def restore_video(source: str | Path, output: str | Path | None = None,
     check_restorable(source, output, cfg, overwrite)
     factory, size_for = build_restore_stages(cfg)
     return run(source, output, cfg, factory, overwrite=overwrite, progress=progress,
-               size_for=size_for)
+               size_for=size_for, context=tracking_context(cfg))
 
 
 def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     """Detect and track the faces of `source`. Returns the `gpenvideo track` JSON document:
     {"frames": [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score"}]}]}."""
     from .detector import create_detector
+    from .restorer import DetectStage
     from .tracker import Tracker
 
     cfg = validate(cfg or RestoreConfig())
-    detector = create_detector(cfg.detect, cfg.model.weights_dir)
+    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir))
     tracker = Tracker(cfg.track)
     frames_out = []
 
@@ -537,10 +543,14 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
 
     with Decoder(source, cfg.decode) as decoder:
         info = decoder.info
+        def track(detected: Iterable[Frame]) -> None:
+            for frame in detected:
+                for done in tracker.process(frame):
+                    record(done)
+
         for frame in decoder.frames():
-            frame.detections = detector.detect([frame.image])[0]
-            for done in tracker.process(frame):
-                record(done)
+            track(detect.process(frame))
+        track(detect.flush())
         for done in tracker.flush():
             record(done)
     return {"source": str(source), "width": info.width, "height": info.height,

@@ -16,30 +16,46 @@ from .frames import Frame, RestoredFace
 
 
 class DetectStage:
+    """Detects faces in batches of `detector.batch_size` frames (holding back up to one batch
+    less one), attaching them as `frame.detections`."""
+
     name = "detect"
-    lookahead = 0
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
+        self.batch = max(1, getattr(detector, "batch_size", 1))
+        self.lookahead = self.batch - 1
+        self._pending: list[Frame] = []
 
     def process(self, frame: Frame) -> Iterable[Frame]:
-        frame.detections = self.detector.detect([frame.image])[0]
-        return (frame,)
+        self._pending.append(frame)
+        return self._detect() if len(self._pending) >= self.batch else ()
 
     def flush(self) -> Iterable[Frame]:
-        return ()
+        return self._detect()
+
+    def _detect(self) -> list[Frame]:
+        frames, self._pending = self._pending, []
+        if frames:
+            for frame, found in zip(frames, self.detector.detect([f.image for f in frames])):
+                frame.detections = found
+        return frames
 
 
 class RestoreStage:
     """restore_fn: (N, S, S, 3) uint8 BGR crops (numpy, or a tensor on warp_device) -> the same
     shape restored, numpy (e.g. GPENRunner.restore). warp_device: a torch device to cut the crops
     on (the GPU the model runs on: each frame is uploaded once and its crops never cross the
-    bus before GPEN); None cuts them with OpenCV. Results are attached as `frame.restored`."""
+    bus before GPEN); None cuts them with OpenCV. parse_fn: restored crops -> (N, S, S) face
+    masks (parsing.FaceParser), or None for the compositor's template mask. Results are
+    attached as `frame.restored`."""
 
     name = "restore"
 
-    def __init__(self, restore_fn, size: int, batch_faces: int = 8, warp_device=None) -> None:
+    def __init__(self, restore_fn, size: int, batch_faces: int = 8, warp_device=None,
+                 parse_fn=None) -> None:
         self.restore_fn = restore_fn
+        self.parse_fn = parse_fn  # restored crops -> (N, S, S) face masks (FaceParser), or None
         self.warp_device = warp_device
         self.size = size
         self.batch_faces = max(1, batch_faces)
@@ -84,8 +100,9 @@ class RestoreStage:
                 batch = torch.cat(crops)
                 batch_np = batch.cpu().numpy()  # the compositor blends with the source crop
             restored = self.restore_fn(batch)
-            for (frame, track_id, m), crop, out in zip(jobs, batch_np, restored):
-                frame.restored.append(RestoredFace(track_id, m, crop, out))
+            masks = self.parse_fn(restored) if self.parse_fn else [None] * len(jobs)
+            for (frame, track_id, m), crop, out, mask in zip(jobs, batch_np, restored, masks):
+                frame.restored.append(RestoredFace(track_id, m, crop, out, mask))
             self.faces_done += len(jobs)
         return frames
 

@@ -12,6 +12,7 @@ from conftest import SHARED, shared_file
 from gpenvideo import align
 from gpenvideo.config import RestoreConfig, TrackConfig
 from gpenvideo.frames import Detection, Frame
+from gpenvideo.restorer import DetectStage
 from gpenvideo.tracker import Tracker, smooth_path
 
 BASE = np.array([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]], np.float64)
@@ -151,3 +152,27 @@ def test_default_config_file_mirrors_the_dataclasses():
     from gpenvideo.config import load_config
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
     assert load_config(cfg_path) == RestoreConfig()
+
+
+def test_detect_stage_batches_frames_and_keeps_their_order():
+    class Recording:
+        batch_size = 3
+
+        def __init__(self):
+            self.calls = []
+
+        def detect(self, images):
+            self.calls.append(len(images))
+            return [[det((float(img[0, 0, 0]), 0))] for img in images]
+
+    detector = Recording()
+    stage = DetectStage(detector)
+    out = []
+    for i in range(7):
+        img = np.full((8, 8, 3), i, np.uint8)
+        out += stage.process(Frame(index=i, pts=i, duration=1, image=img))
+        assert len(out) == 3 * ((i + 1) // 3)  # held back until a batch is full
+    out += stage.flush()
+    assert detector.calls == [3, 3, 1]
+    assert [f.index for f in out] == list(range(7))
+    assert [f.detections[0].landmarks[0, 0] - BASE[0, 0] for f in out] == list(range(7))
