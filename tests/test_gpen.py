@@ -15,7 +15,7 @@ import torch
 from conftest import shared_file
 
 from gpenvideo.cli import main
-from gpenvideo.errors import WeightsError
+from gpenvideo.errors import GpenVideoError, WeightsError
 from gpenvideo.models import weights
 from gpenvideo.models.gpen import GPEN, GPENConfig
 from gpenvideo.models.runner import GPENRunner, from_bgr_uint8, to_bgr_uint8
@@ -64,6 +64,31 @@ def test_runner_restores_uint8_batches_and_splits_them():
     expected = to_bgr_uint8(torch.from_numpy(arrays["output"][:1]))[0]
     for face in out:
         assert np.abs(face.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_out_of_memory_halves_the_batch_and_retries(caplog):
+    arrays, sd = golden("gpen_tiny64")
+    runner = GPENRunner(weights.load_gpen(sd), "cpu", batch_size=8)
+    network, sizes = runner.forward, []
+
+    def tight(x):  # a device that fits at most two faces at a time
+        sizes.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return network(x)
+
+    runner.forward = tight
+    x = torch.from_numpy(np.concatenate([arrays["input"]] * 5))
+    out = runner.run_tensor(x)
+    n = len(x)
+    assert sizes == [8, 4] + [2] * (n // 2) + [1] * (n % 2) and runner.batch_size == 2
+    assert "batch size lowered to 2" in caplog.text
+    expected = torch.from_numpy(np.concatenate([arrays["output"]] * 5))
+    assert (out - expected).abs().max().item() < 1e-4  # every face, none lost or repeated
+
+    runner.forward = lambda x: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
+    with pytest.raises(GpenVideoError, match="does not fit in GPU memory"):
+        runner.run_tensor(x, batch_size=1)
 
 
 def test_half_precision_on_cpu_falls_back_with_a_warning(caplog):
@@ -271,3 +296,12 @@ def test_golden_on_gpu(precision, tol):
     runner = GPENRunner(weights.load_gpen(sd), "cuda", precision=precision)
     out = runner.run_tensor(torch.from_numpy(arrays["input"])).cpu()
     assert (out - torch.from_numpy(arrays["output"])).abs().max().item() < tol
+
+
+@pytest.mark.gpu
+def test_batch_size_is_chosen_from_free_gpu_memory():
+    arrays, sd = golden("gpen_tiny128")
+    runner = GPENRunner(weights.load_gpen(sd), "cuda", precision="fp16")
+    assert runner.batch_size >= 1
+    crops = np.stack([arrays["crop_bgr_u8"]] * (runner.batch_size + 1))
+    assert runner.restore(crops).shape == crops.shape
