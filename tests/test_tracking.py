@@ -176,3 +176,24 @@ def test_detect_stage_batches_frames_and_keeps_their_order():
     assert detector.calls == [3, 3, 1]
     assert [f.index for f in out] == list(range(7))
     assert [f.detections[0].landmarks[0, 0] - BASE[0, 0] for f in out] == list(range(7))
+
+
+@pytest.mark.gpu
+def test_retinaface_on_the_gpu_agrees_with_yunet():
+    pytest.importorskip("torchvision", reason="the retinaface backend needs torchvision")
+    pytest.importorskip("facexlib", reason="the retinaface backend needs facexlib")
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.decoder import Decoder
+    from gpenvideo.detector import RetinaFaceDetector, YuNetDetector
+
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    weights = shared_file("weights", "detection_mobilenet0.25_Final.pth").parent
+    retina = RetinaFaceDetector(weights, DetectConfig(backend="retinaface"), "cuda")
+    yunet = YuNetDetector(weights / "face_detection_yunet_2026may.onnx", DetectConfig())
+    with Decoder(clip) as dec:
+        images = [f.image for f, _ in zip(dec.frames(), range(16))]
+    assert retina.batch_size == 8
+    for ours, ref in zip(retina.detect(images), yunet.detect(images)):  # one batch of 16
+        assert len(ours) == len(ref) == 1
+        iod = np.linalg.norm(ref[0].landmarks[1] - ref[0].landmarks[0])
+        assert np.linalg.norm(ours[0].landmarks - ref[0].landmarks, axis=1).max() < 0.15 * iod
