@@ -94,4 +94,5 @@ def test_restore_with_mask_parsing_and_no_parsenet_names_the_fetch_command(
     assert code == 2
     err = capsys.readouterr().err
     assert "parsing_parsenet.pth" in err and "gpenvideo weights fetch parsenet" in err
+    assert "--weights-dir" in err and "--weights PATH" not in err  # --weights is for GPEN
     assert not (tmp_path / "o.mp4").exists()

@@ -96,8 +96,10 @@ def find(name: str, weights_dir: str | Path | None = None) -> Path:
         if (folder / entry.file).is_file():
             return folder / entry.file
     where = ", ".join(str(d) for d in dirs)
+    other = "pass --weights PATH" if entry.kind == "gpen" else \
+        "pass --weights-dir DIR (a folder holding it)"
     raise WeightsError(f"{entry.file} ({entry.label}) not found in {where}; "
-                       f"run `gpenvideo weights fetch {entry.name}` or pass --weights PATH")
+                       f"run `gpenvideo weights fetch {entry.name}` or {other}")
 
 
 # --------------------------------------------------------------------------- GPEN checkpoints
