@@ -52,15 +52,19 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LANCZOS4)
 
 
+def from_resized(factor: float) -> np.ndarray:
+    """(3, 3) map from the pixel coordinates of an image resized by `factor` to those of the
+    image itself, pixel centres kept aligned: x_resized + 0.5 = factor * (x + 0.5)."""
+    return np.array([[1 / factor, 0, (1 / factor - 1) / 2],
+                     [0, 1 / factor, (1 / factor - 1) / 2],
+                     [0, 0, 1]], np.float64)
+
+
 def scaled_transform(matrix: np.ndarray, factor: int) -> np.ndarray:
-    """frame->crop matrix for the frame upscaled by `factor` (pixel centres kept aligned:
-    x_up + 0.5 = factor * (x + 0.5))."""
+    """frame->crop matrix for the frame upscaled by `factor`."""
     if factor == 1:
         return matrix
-    up_to_src = np.array([[1 / factor, 0, (1 / factor - 1) / 2],
-                          [0, 1 / factor, (1 / factor - 1) / 2],
-                          [0, 0, 1]], np.float64)
-    return np.asarray(matrix, np.float64) @ up_to_src
+    return np.asarray(matrix, np.float64) @ from_resized(factor)
 
 
 class Compositor:
@@ -111,11 +115,9 @@ class Compositor:
         scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
         side = int(np.ceil(self.size * scale))
         if side < self.size // 2:
-            shrink = side / self.size
             face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_AREA)
-            inv = inv @ np.array([[1 / shrink, 0, (1 / shrink - 1) / 2],
-                                  [0, 1 / shrink, (1 / shrink - 1) / 2], [0, 0, 1]])
+            inv = inv @ from_resized(side / self.size)
         shifted = inv.copy()
         shifted[:, 2] -= (x0, y0)
         region = (x1 - x0, y1 - y0)

@@ -521,6 +521,19 @@ def restore_video(source: str | Path, output: str | Path | None = None,
                size_for=size_for, context=tracking_context(cfg))
 
 
+def run_chain(frames: Iterable[Frame], chain: list[Stage]) -> Iterator[Frame]:
+    """`frames` through `chain` on this thread, each stage flushed after the last frame."""
+    for frame in frames:
+        batch = [frame]
+        for stage in chain:
+            batch = [out for f in batch for out in stage.process(f)]
+        yield from batch
+    tail: list[Frame] = []
+    for stage in chain:
+        tail = [out for f in tail for out in stage.process(f)] + list(stage.flush())
+    yield from tail
+
+
 def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     """Detect and track the faces of `source`. Returns the `gpenvideo track` JSON document:
     {"frames": [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score"}]}]}."""
@@ -543,16 +556,8 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
 
     with Decoder(source, cfg.decode) as decoder:
         info = decoder.info
-        def track(detected: Iterable[Frame]) -> None:
-            for frame in detected:
-                for done in tracker.process(frame):
-                    record(done)
-
-        for frame in decoder.frames():
-            track(detect.process(frame))
-        track(detect.flush())
-        for done in tracker.flush():
-            record(done)
+        for frame in run_chain(decoder.frames(), [detect, tracker]):
+            record(frame)
     return {"source": str(source), "width": info.width, "height": info.height,
             "tracks": tracker.tracks_confirmed, "frames": frames_out}
 

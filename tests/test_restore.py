@@ -15,6 +15,7 @@ from gpenvideo.compositor import Compositor, face_mask, scaled_transform, upscal
 from gpenvideo.config import CompositeConfig, TrackConfig
 from gpenvideo.decoder import Decoder
 from gpenvideo.detector import YuNetDetector
+from gpenvideo.pipeline import run_chain
 from gpenvideo.config import DetectConfig
 from gpenvideo.restorer import RestoreStage
 from gpenvideo.tracker import Tracker
@@ -26,21 +27,19 @@ def stages_on_clip(restore_fn, size=128, frames=40, composite=CompositeConfig())
                         DetectConfig())
     chain = [Tracker(TrackConfig()), RestoreStage(restore_fn, size, 4),
              Compositor(composite, size, 1.0)]
-    originals, results = {}, []
-    with Decoder(clip) as dec:
+    originals = {}
+
+    def detected(dec):
         for frame in dec.frames():
             if frame.index >= frames:
                 break
             originals[frame.index] = frame.image.copy()
             frame.detections = det.detect([frame.image])[0]
-            batch = [frame]
-            for stage in chain:
-                batch = [o for f in batch for o in stage.process(f)]
-            results += batch
-    tail = []
-    for stage in chain:
-        tail = [o for f in tail for o in stage.process(f)] + list(stage.flush())
-    return originals, results + tail
+            yield frame
+
+    with Decoder(clip) as dec:
+        results = list(run_chain(detected(dec), chain))
+    return originals, results
 
 
 def test_pixels_outside_the_masks_are_untouched_and_faces_change():
