@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, WeightsError
-from .models.weights import read_state_dict
+from .errors import InputError
+from .models.weights import compare_state_dict, read_state_dict
 
 PARSE_SIZE = 512  # ParseNet's input and output size
 # CelebAMask-HQ labels 0-18: background, skin, l/r brow, l/r eye, eyeglasses, l/r ear, earring,
@@ -50,18 +50,7 @@ def load_parsenet(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     """ParseNet (512 in, 19 labels out) with `checkpoint` loaded strictly, in eval mode."""
     net = parsenet_class()(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
     state = read_state_dict(checkpoint)
-    expected = net.state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise WeightsError(f"{checkpoint}: missing key {key!r}; not a facexlib ParseNet "
-                               "checkpoint (fetch it again: gpenvideo weights fetch parsenet)")
-        if state[key].shape != value.shape:
-            raise WeightsError(f"{checkpoint}: {key!r} has shape {tuple(state[key].shape)}, "
-                               f"ParseNet expects {tuple(value.shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise WeightsError(f"{checkpoint}: unexpected key {extra[0]!r}; not a facexlib ParseNet "
-                           "checkpoint")
+    compare_state_dict(state, net.state_dict(), checkpoint, "facexlib ParseNet")
     net.load_state_dict(state)
     return net.eval().to(device)
 

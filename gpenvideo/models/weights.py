@@ -168,21 +168,29 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], cfg: GPENConfig,
     """
     with torch.device("meta"):
         expected = GPEN(cfg).state_dict()
-    complete = dict(sd)
+    # blur kernels are filled in by the module's own buffer at load time
+    compare_state_dict(sd, expected, path, f"GPEN-{cfg.size}",
+                       optional=lambda key: key.endswith("kernel"))
+    return dict(sd)
+
+
+def compare_state_dict(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                       path: str | Path, network: str, optional=lambda key: False) -> None:
+    """Every key of `expected` (but the `optional` ones) in `sd` with its shape, and no other
+    key. Raises WeightsError naming the first bad key and what `network` expects."""
     for key, tensor in expected.items():
         if key not in sd:
-            if key.endswith("kernel"):
-                continue  # filled in by the module's own buffer at load time
+            if optional(key):
+                continue
             raise WeightsError(f"{path}: missing key {key!r} (expected shape "
-                               f"{tuple(tensor.shape)}); the checkpoint is not a complete GPEN")
+                               f"{tuple(tensor.shape)}); the checkpoint is not a complete "
+                               f"{network}")
         if tuple(sd[key].shape) != tuple(tensor.shape):
             raise WeightsError(f"{path}: key {key!r} has shape {tuple(sd[key].shape)}, expected "
-                               f"{tuple(tensor.shape)} for GPEN-{cfg.size}")
+                               f"{tuple(tensor.shape)} for {network}")
     for key in sd:
         if key not in expected:
-            raise WeightsError(f"{path}: unexpected key {key!r}; not a GPEN-{cfg.size} "
-                               "checkpoint")
-    return complete
+            raise WeightsError(f"{path}: unexpected key {key!r}; not a {network} checkpoint")
 
 
 def describe(cfg: GPENConfig) -> str:
