@@ -81,10 +81,14 @@ class Compositor:
         self.mask = face_mask(size, cfg.mask_feather)
 
     def process(self, frame: Frame) -> Iterable[Frame]:
-        frame.image = upscale(frame.image, self.cfg.upscale)
+        if self.cfg.upscale != 1:
+            frame.image = upscale(frame.image, self.cfg.upscale)
+            frame.source = None  # every pixel is new: nothing of the decoded picture to keep
         for face in frame.restored:
-            self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale), face.crop,
-                       face.restored, face.mask)
+            rect = self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale),
+                              face.crop, face.restored, face.mask)
+            if rect is not None:
+                frame.changed.append(rect)
         frame.restored = []
         return (frame,)
 
@@ -92,9 +96,11 @@ class Compositor:
         return ()
 
     def paste(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
-              restored: np.ndarray, parsed: np.ndarray | None = None) -> None:
+              restored: np.ndarray, parsed: np.ndarray | None = None
+              ) -> tuple[int, int, int, int] | None:
         """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place. parsed: the
-        face's parsing mask (S, S), which narrows the template mask to the face itself."""
+        face's parsing mask (S, S), which narrows the template mask to the face itself.
+        Returns the rectangle x0, y0, x1, y1 of the pixels it changed (None: none)."""
         h, w = image.shape[:2]
         inv = align.invert(matrix)
         corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
@@ -103,7 +109,7 @@ class Compositor:
         x1, y1 = np.ceil(corners.max(0)).astype(int)
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
-            return
+            return None
         face = restored.astype(np.float32)
         if self.cfg.color_match:
             face = match_color(face, crop)
@@ -124,10 +130,12 @@ class Compositor:
         face = align.warp(face, shifted, region, cubic=True)
         alpha = align.warp(mask, shifted, region)[..., None]
         inside = alpha[..., 0] > 0
-        if not inside.any():
-            return
+        rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+        if rows.size == 0:
+            return None
         roi = image[y0:y1, x0:x1]
         scale = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
         top = 65535 if image.dtype == np.uint16 else 255
         blended = alpha * face * scale + (1 - alpha) * roi.astype(np.float32)
         roi[inside] = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
+        return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1

@@ -15,10 +15,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from .config import EncodeConfig
-from .decoder import sws_colorspace, sws_range
+from .decoder import plane_array, sws_colorspace, sws_range
 from .errors import EncodeError, InputError
 from .frames import Frame, VideoInfo
 
@@ -86,6 +87,14 @@ def choose_pix_fmt(codec: str, bit_depth: int, chroma: str) -> str:
     raise EncodeError(f"encoder {codec} takes none of the pixel formats tried ({candidates})")
 
 
+# Planar YUV formats whose planes the encoder can patch: chroma subsampling across, down, and
+# the numpy type of one sample.
+PLANAR_YUV = {f"yuv{c}p{d}": (sx, sy, np.uint8 if not d else np.uint16)
+              for c, sx, sy in (("420", 2, 2), ("422", 2, 1), ("444", 1, 1))
+              for d in ("", "10le", "12le", "16le")}
+RECT_MARGIN = 8  # pixels converted around a changed rectangle and then dropped
+
+
 class Encoder:
     """Writes one output file. Use as a context manager; `close()` flushes and finalizes.
 
@@ -135,7 +144,7 @@ class Encoder:
             raise
         self._space = sws_colorspace(info.colorspace, info.height)
         self._dst_range = sws_range(info.color_range, self._video.codec_context.pix_fmt)
-        self._in_format = "bgr24" if info.bit_depth <= 8 else "bgr48le"
+        self._deep = info.bit_depth > 8
 
     def _add_video_stream(self, width: int, height: int) -> av.VideoStream:
         info, cfg = self.info, self.cfg
@@ -247,14 +256,7 @@ class Encoder:
 
     def write(self, frame: Frame) -> None:
         """Encode one frame (its image as described in frames.Frame) at its own pts."""
-        image = frame.image
-        if self.info.rotation:
-            image = np.ascontiguousarray(np.rot90(image, -self.info.rotation // 90))
-        vf = av.VideoFrame.from_ndarray(image, format=self._in_format)
-        cc = self._video.codec_context
-        vf = vf.reformat(format=cc.pix_fmt, src_colorspace=self._space,
-                         dst_colorspace=self._space, src_color_range="JPEG",
-                         dst_color_range=self._dst_range)
+        vf = self._picture(frame)
         vf.pts = frame.pts
         vf.time_base = self.info.time_base
         if frame.duration:
@@ -268,6 +270,60 @@ class Encoder:
                               f"({exc}); try another --codec") from exc
         self._mux_video(packets)
         self.frames_written += 1
+
+    def _picture(self, frame: Frame) -> av.VideoFrame:
+        """The frame to encode: the decoder's own planes with the changed rectangles converted
+        from BGR where it can (see Frame.source), else the whole image converted."""
+        cc = self._video.codec_context
+        turns = (-self.info.rotation // 90) % 4  # np.rot90 turns from upright to stored
+        source = frame.source
+        if not (isinstance(source, av.VideoFrame) and source.format.name == cc.pix_fmt
+                and (source.width, source.height) == (cc.width, cc.height)
+                and cc.pix_fmt in PLANAR_YUV):
+            return self._from_bgr(np.rot90(frame.image, turns))
+        out = av.VideoFrame(source.width, source.height, cc.pix_fmt)
+        for src, dst in zip(source.planes, out.planes, strict=True):
+            n = min(src.line_size, dst.line_size)
+            plane_array(dst, np.uint8, n, dst.height)[:] = plane_array(src, np.uint8, n, src.height)
+        sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
+        h, w = frame.image.shape[:2]
+        for rect in frame.changed:
+            # in stored coordinates: aligned to the chroma grid, then widened so the converted
+            # block's edges (where swscale's chroma filter runs out of pixels) are not kept
+            x0, y0, x1, y1 = rotate_rect(rect, turns, w, h)
+            x0, y0 = x0 - x0 % sub_x, y0 - y0 % sub_y
+            x1, y1 = min(x1 + (-x1) % sub_x, out.width), min(y1 + (-y1) % sub_y, out.height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            px0, py0 = max(x0 - RECT_MARGIN, 0), max(y0 - RECT_MARGIN, 0)
+            px1, py1 = min(x1 + RECT_MARGIN, out.width), min(y1 + RECT_MARGIN, out.height)
+            ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, out.width,
+                                             out.height)
+            block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns))
+            for k, (src, dst) in enumerate(zip(block.planes, out.planes, strict=True)):
+                fx, fy = (1, 1) if k == 0 else (sub_x, sub_y)
+                bx0, by0 = (x0 - px0) // fx, (y0 - py0) // fy
+                cx0, cy0 = x0 // fx, y0 // fy
+                cw, ch = -(-x1 // fx) - cx0, -(-y1 // fy) - cy0
+                plane_array(dst, size, dst.width, dst.height)[cy0:cy0 + ch, cx0:cx0 + cw] = \
+                    plane_array(src, size, src.width, src.height)[by0:by0 + ch, bx0:bx0 + cw]
+        return out
+
+    def _from_bgr(self, image: np.ndarray) -> av.VideoFrame:
+        """BGR (uint8, or uint16 at full scale) to a frame in the output's pixel format. 8-bit
+        pictures go through float planar RGB: swscale's direct 8-bit path rounds coarsely."""
+        if self._deep:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr48le")
+        else:
+            h, w = image.shape[:2]
+            vf = av.VideoFrame(w, h, "gbrpf32le")
+            for plane, channel in zip(vf.planes, (1, 0, 2), strict=True):  # G, B, R planes
+                dst = plane_array(plane, np.float32, w, h)
+                dst[:] = image[..., channel]
+                dst *= np.float32(1 / 255)
+        return vf.reformat(format=self._video.codec_context.pix_fmt, src_colorspace=self._space,
+                           dst_colorspace=self._space, src_color_range="JPEG",
+                           dst_color_range=self._dst_range)
 
     def write_packet(self, packet: av.Packet) -> None:
         """Mux one packet of already encoded video (see `video_template`) as it is."""
@@ -315,6 +371,17 @@ class _CopiedStream:
     src: av.stream.Stream
     out: av.stream.Stream
     resampler: av.AudioResampler | None  # set when the stream is transcoded to AAC
+
+
+def rotate_rect(rect: tuple[int, int, int, int], turns: int, width: int,
+                height: int) -> tuple[int, int, int, int]:
+    """Where rectangle x0, y0, x1, y1 (end exclusive) of a width x height picture lies after
+    np.rot90(picture, turns)."""
+    x0, y0, x1, y1 = rect
+    for _ in range(turns % 4):  # one counter-clockwise turn: (x, y) -> (y, width - 1 - x)
+        x0, y0, x1, y1 = y0, width - x1, y1, width - x0
+        width, height = height, width
+    return x0, y0, x1, y1
 
 
 def _codec_ok(out: av.container.OutputContainer, codec: str) -> bool:

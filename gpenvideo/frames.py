@@ -88,3 +88,10 @@ class Frame:
     restored: list[RestoredFace] = field(default_factory=list)  # filled in by the restorer
     scene_cut: bool = False  # the tracker saw a scene cut before this frame
     emit: bool = True  # False for a segment's lead-in and run-out frames: tracked, not written
+    # The decoder's own picture (an av.VideoFrame in the stored orientation) that `image` was
+    # converted from. The encoder writes its planes as they are wherever `image` is unchanged,
+    # so pixels no stage touched leave the tool bit for bit as they came in. A stage that alters
+    # `image` records the rectangle in `changed`, or sets `source` to None when it replaces the
+    # whole picture (--upscale).
+    source: object | None = None
+    changed: list[tuple[int, int, int, int]] = field(default_factory=list)  # x0, y0, x1, y1
