@@ -144,7 +144,7 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     if identity:
         settings = manifest.settings_digest(cfg, mode="identity")
     else:
-        settings = manifest.settings_digest(cfg, _model_file(cfg))
+        settings = manifest.settings_digest(cfg, _model_files(cfg))
     outcomes = []
     try:
         for number, job in enumerate(jobs, 1):
@@ -203,16 +203,27 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
     return outcome
 
 
-def _model_file(cfg: RestoreConfig) -> Path | None:
+def _model_files(cfg: RestoreConfig) -> list[Path]:
+    """The files whose weights shape the output: the GPEN checkpoint, the detector's model and,
+    with --mask parsing, ParseNet's. One not found is left out: loading it reports the remedy."""
     from .models import weights
 
+    names = [f"retinaface-{cfg.detect.retinaface_model}" if cfg.detect.backend == "retinaface"
+             else "yunet"]
+    if cfg.composite.mask == "parsing":
+        names.append("parsenet")
+    files = []
     if cfg.model.weights:
-        path = Path(cfg.model.weights)
-        return path if path.is_file() else None
-    try:
-        return weights.find(cfg.model.model, cfg.model.weights_dir)
-    except GpenVideoError:
-        return None  # reported with its remedy when the model is loaded
+        if Path(cfg.model.weights).is_file():
+            files.append(Path(cfg.model.weights))
+    else:
+        names.insert(0, cfg.model.model)
+    for name in names:
+        try:
+            files.append(weights.find(name, cfg.model.weights_dir))
+        except GpenVideoError:
+            pass
+    return files
 
 
 def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,

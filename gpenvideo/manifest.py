@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +61,19 @@ def same_input(path: Path, recorded: dict[str, Any]) -> bool:
     return recorded.get("sha256") == sha256_of(path)
 
 
-def settings_digest(cfg: RestoreConfig, model_file: Path | None = None, mode: str = "restore") -> str:
+def settings_digest(cfg: RestoreConfig, model_files: Sequence[Path] = (),
+                    mode: str = "restore") -> str:
     """SHA-256 of everything that shapes the output: the settings (less SPEED_ONLY), the run
-    mode, the package version and the checkpoint file in use (name, size, mtime)."""
+    mode, the package version and the model files in use (name, size, mtime of each)."""
     doc = {section: {k: v for k, v in values.items() if (section, k) not in SPEED_ONLY}
            for section, values in dataclasses.asdict(cfg).items()}
     doc["mode"] = mode
     doc["version"] = __version__
-    if model_file is not None:
-        st = model_file.stat()
-        doc["model_file"] = [model_file.name, st.st_size, st.st_mtime_ns]
+    files = []
+    for path in model_files:
+        st = path.stat()
+        files.append([path.name, st.st_size, st.st_mtime_ns])
+    doc["model_files"] = files
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

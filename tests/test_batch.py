@@ -234,3 +234,31 @@ def test_the_ray_path_writes_the_same_film_as_the_local_path(tmp_path):
     assert all(ta == tb for (ta, _), (tb, _) in zip(a, b))
     assert all(np.array_equal(ia, ib) for (_, ia), (_, ib) in zip(a, b))
     assert packets(tmp_path / "ray.mp4", "audio") == packets(clip, "audio")
+
+
+def test_the_settings_digest_follows_every_model_file_that_shapes_the_output(tmp_path):
+    # a finished output is redone when a model file in use is replaced, and only then
+    from gpenvideo import manifest
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    gpen = tmp_path / "mine.pth"
+    for path in (gpen, folder / "face_detection_yunet_2026may.onnx",
+                 folder / "parsing_parsenet.pth"):
+        path.write_bytes(b"1")
+    template = RestoreConfig().replace("model", weights=str(gpen), weights_dir=str(folder))
+    parsing = template.replace("composite", mask="parsing")
+
+    def digests():
+        return [manifest.settings_digest(c, batch._model_files(c)) for c in (template, parsing)]
+
+    first = digests()
+    assert first[0] != first[1]
+    (folder / "parsing_parsenet.pth").write_bytes(b"22")
+    second = digests()
+    assert second[0] == first[0] and second[1] != first[1]
+    for path in (gpen, folder / "face_detection_yunet_2026may.onnx"):
+        path.write_bytes(path.read_bytes() + b"3")
+        third = digests()
+        assert third[0] != second[0] and third[1] != second[1]
+        second = third
