@@ -60,17 +60,16 @@ def sws_range(color_range: int, pix_fmt: str) -> str:
 def to_bgr(vf: av.VideoFrame, space: str, src_range: str, deep: bool) -> np.ndarray:
     """The picture as full-range BGR: uint8, or uint16 at full 16-bit scale when `deep`.
 
-    8-bit pictures go through 16-bit planar RGB and are rounded here: swscale's direct 8-bit
-    path truncates (about 1.7 levels of luma lost on a YUV -> BGR -> YUV round trip of real
-    footage; this way 0.01), and the compositor's blend edge would show that as a faint box.
+    Through 16-bit planar RGB, rounded here to 8 bits: swscale's direct 8-bit path truncates
+    (about 1.7 levels of luma lost on a YUV -> BGR -> YUV round trip of real footage; this way
+    0.01). One thread: swscale's slice threads race in some conversions (RGB to 4:2:2 10-bit
+    gave different, wrong chroma from run to run), and the pipeline has threads enough.
     """
-    if deep:
-        return vf.to_ndarray(format="bgr48le", src_colorspace=space, dst_colorspace=space,
-                             src_color_range=src_range, dst_color_range="JPEG")
     rgb = vf.reformat(format="gbrp16le", src_colorspace=space, dst_colorspace=space,
-                      src_color_range=src_range, dst_color_range="JPEG")
-    g, b, r = (cv2.convertScaleAbs(plane_array(p, np.uint16, rgb.width, rgb.height),
-                                   alpha=1 / 257) for p in rgb.planes)
+                      src_color_range=src_range, dst_color_range="JPEG", threads=1)
+    g, b, r = (plane_array(p, np.uint16, rgb.width, rgb.height) for p in rgb.planes)
+    if not deep:
+        g, b, r = (cv2.convertScaleAbs(c, alpha=1 / 257) for c in (g, b, r))
     return cv2.merge((b, g, r))
 
 

@@ -288,42 +288,48 @@ class Encoder:
         sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
         h, w = frame.image.shape[:2]
         for rect in frame.changed:
-            # in stored coordinates: aligned to the chroma grid, then widened so the converted
-            # block's edges (where swscale's chroma filter runs out of pixels) are not kept
-            x0, y0, x1, y1 = rotate_rect(rect, turns, w, h)
-            x0, y0 = x0 - x0 % sub_x, y0 - y0 % sub_y
-            x1, y1 = min(x1 + (-x1) % sub_x, out.width), min(y1 + (-y1) % sub_y, out.height)
+            x0, y0, x1, y1 = rotate_rect(rect, turns, w, h)  # in stored coordinates
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out.width), min(y1, out.height)
             if x1 <= x0 or y1 <= y0:
                 continue
-            px0, py0 = max(x0 - RECT_MARGIN, 0), max(y0 - RECT_MARGIN, 0)
+            # the block converted: widened so its edges (where swscale's chroma filter runs
+            # out of pixels) are not kept, starting on the chroma grid
+            px0, py0 = max(x0 - x0 % sub_x - RECT_MARGIN, 0), max(y0 - y0 % sub_y - RECT_MARGIN, 0)
             px1, py1 = min(x1 + RECT_MARGIN, out.width), min(y1 + RECT_MARGIN, out.height)
             ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, out.width,
                                              out.height)
-            block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns))
+            block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns),
+                                   (sub_x, sub_y))
             for k, (src, dst) in enumerate(zip(block.planes, out.planes, strict=True)):
                 fx, fy = (1, 1) if k == 0 else (sub_x, sub_y)
-                bx0, by0 = (x0 - px0) // fx, (y0 - py0) // fy
-                cx0, cy0 = x0 // fx, y0 // fy
-                cw, ch = -(-x1 // fx) - cx0, -(-y1 // fy) - cy0
-                plane_array(dst, size, dst.width, dst.height)[cy0:cy0 + ch, cx0:cx0 + cw] = \
-                    plane_array(src, size, src.width, src.height)[by0:by0 + ch, bx0:bx0 + cw]
+                # the samples covering any changed pixel
+                cx0, cy0, cx1, cy1 = x0 // fx, y0 // fy, -(-x1 // fx), -(-y1 // fy)
+                bx0, by0 = cx0 - px0 // fx, cy0 - py0 // fy
+                plane_array(dst, size, dst.width, dst.height)[cy0:cy1, cx0:cx1] = \
+                    plane_array(src, size, src.width, src.height)[by0:by0 + cy1 - cy0,
+                                                                  bx0:bx0 + cx1 - cx0]
         return out
 
-    def _from_bgr(self, image: np.ndarray) -> av.VideoFrame:
-        """BGR (uint8, or uint16 at full scale) to a frame in the output's pixel format. 8-bit
-        pictures go through float planar RGB: swscale's direct 8-bit path rounds coarsely."""
-        if self._deep:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr48le")
-        else:
-            h, w = image.shape[:2]
-            vf = av.VideoFrame(w, h, "gbrpf32le")
-            for plane, channel in zip(vf.planes, (1, 0, 2), strict=True):  # G, B, R planes
-                dst = plane_array(plane, np.float32, w, h)
-                dst[:] = image[..., channel]
+    def _from_bgr(self, image: np.ndarray, multiple: tuple[int, int] = (1, 1)
+                  ) -> av.VideoFrame:
+        """BGR (uint8, or uint16 at full scale) to a frame in the output's pixel format, through
+        planar RGB: float for 8-bit pictures (swscale's direct 8-bit path rounds coarsely),
+        16-bit for deeper ones; on one thread (see decoder.to_bgr). `multiple`: the picture is
+        first padded (edge pixels repeated) to a multiple of this width and height, so that
+        chroma is subsampled exactly 2:1 wherever it lies."""
+        pad_x, pad_y = -image.shape[1] % multiple[0], -image.shape[0] % multiple[1]
+        if pad_x or pad_y:
+            image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
+        h, w = image.shape[:2]
+        vf = av.VideoFrame(w, h, "gbrp16le" if self._deep else "gbrpf32le")
+        for plane, channel in zip(vf.planes, (1, 0, 2), strict=True):  # G, B, R planes
+            dst = plane_array(plane, np.uint16 if self._deep else np.float32, w, h)
+            dst[:] = image[..., channel]
+            if not self._deep:
                 dst *= np.float32(1 / 255)
         return vf.reformat(format=self._video.codec_context.pix_fmt, src_colorspace=self._space,
                            dst_colorspace=self._space, src_color_range="JPEG",
-                           dst_color_range=self._dst_range)
+                           dst_color_range=self._dst_range, threads=1)
 
     def write_packet(self, packet: av.Packet) -> None:
         """Mux one packet of already encoded video (see `video_template`) as it is."""
