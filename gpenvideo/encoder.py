@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .config import EncodeConfig
-from .decoder import plane_array, sws_colorspace, sws_range
+from .decoder import plane_array, sws_colorspace, sws_range, to_bgr
 from .errors import EncodeError, InputError
 from .frames import Frame, VideoInfo
 
@@ -271,8 +271,9 @@ class Encoder:
         self.frames_written += 1
 
     def _picture(self, frame: Frame) -> av.VideoFrame:
-        """The frame to encode: the decoder's own planes with the changed rectangles converted
-        from BGR where it can (see Frame.source), else the whole image converted."""
+        """The frame to encode: the decoder's own planes, with the pixels a stage changed
+        (inside the rectangles of Frame.changed) converted from BGR where it can (see
+        Frame.source); else the whole image converted."""
         cc = self._video.codec_context
         turns = (-self.info.rotation // 90) % 4  # np.rot90 turns from upright to stored
         source = frame.source
@@ -284,6 +285,10 @@ class Encoder:
         for src, dst in zip(source.planes, out.planes, strict=True):
             n = min(src.line_size, dst.line_size)
             plane_array(dst, np.uint8, n, dst.height)[:] = plane_array(src, np.uint8, n, src.height)
+        if not frame.changed:
+            return out
+        # the picture as the stages first saw it, to tell which pixels they changed
+        decoded = to_bgr(source, self._space, self._dst_range, self._deep)
         sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
         h, w = frame.image.shape[:2]
         for rect in frame.changed:
@@ -297,16 +302,23 @@ class Encoder:
             px1, py1 = min(x1 + RECT_MARGIN, out.width), min(y1 + RECT_MARGIN, out.height)
             ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, out.width,
                                              out.height)
-            block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns),
-                                   (sub_x, sub_y))
+            pixels = np.rot90(frame.image[uy0:uy1, ux0:ux1], turns)
+            block = self._from_bgr(pixels, (sub_x, sub_y))
+            changed = np.any(pixels != decoded[py0:py1, px0:px1], axis=2)
             for k, (src, dst) in enumerate(zip(block.planes, out.planes, strict=True)):
                 fx, fy = (1, 1) if k == 0 else (sub_x, sub_y)
-                # the samples covering any changed pixel
+                # the samples covering the rectangle, block and frame coordinates
                 cx0, cy0, cx1, cy1 = x0 // fx, y0 // fy, -(-x1 // fx), -(-y1 // fy)
                 bx0, by0 = cx0 - px0 // fx, cy0 - py0 // fy
-                plane_array(dst, size, dst.width, dst.height)[cy0:cy1, cx0:cx1] = \
-                    plane_array(src, size, src.width, src.height)[by0:by0 + cy1 - cy0,
-                                                                  bx0:bx0 + cx1 - cx0]
+                bx1, by1 = bx0 + cx1 - cx0, by0 + cy1 - cy0
+                # a sample is replaced where any pixel it covers changed
+                hit = np.zeros((-(-changed.shape[0] // fy) * fy, -(-changed.shape[1] // fx) * fx),
+                               bool)
+                hit[:changed.shape[0], :changed.shape[1]] = changed
+                hit = hit.reshape(hit.shape[0] // fy, fy, hit.shape[1] // fx, fx).any(axis=(1, 3))
+                hit = hit[by0:by1, bx0:bx1]
+                target = plane_array(dst, size, dst.width, dst.height)[cy0:cy1, cx0:cx1]
+                target[hit] = plane_array(src, size, src.width, src.height)[by0:by1, bx0:bx1][hit]
         return out
 
     def _from_bgr(self, image: np.ndarray, multiple: tuple[int, int] = (1, 1)

@@ -165,16 +165,17 @@ def stored_planes(path: Path) -> list[list[np.ndarray]]:
 
 @pytest.mark.parametrize("pix_fmt,rotation", [("yuv420p", 0), ("yuv420p", 90),
                                               ("yuv422p10le", 0)])
-def test_changed_rectangles_are_converted_and_the_rest_kept_exactly(tmp_path, pix_fmt, rotation):
+def test_changed_pixels_are_converted_and_the_rest_kept_exactly(tmp_path, pix_fmt, rotation):
     src = make_clip(tmp_path / "r.mkv", frames=4, size=(96, 64), rotation=rotation,
                     pix_fmt=pix_fmt)
     rect = (21, 13, 50, 40)  # x0, y0, x1, y1 in the upright picture (odd edges on purpose)
+    painted = np.zeros((96, 64) if rotation else (64, 96), bool)
+    painted[rect[1]:rect[3], rect[0]:rect[2]] = True
+    painted[20:31, 27:38] = False  # a hole the stage leaves alone, inside its rectangle
 
     def edit(frame, whole=False):
-        x0, y0, x1, y1 = rect
-        frame.image[y0:y1, x0:x1] = 40, 200, 90
-        if frame.image.dtype == np.uint16:
-            frame.image[y0:y1, x0:x1] *= 257
+        frame.image[painted] = (40, 200, 90) if frame.image.dtype == np.uint8 else \
+            (40 * 257, 200 * 257, 90 * 257)
         frame.changed.append(rect)
         if whole:
             frame.source = None
@@ -183,20 +184,17 @@ def test_changed_rectangles_are_converted_and_the_rest_kept_exactly(tmp_path, pi
     reencode(src, tmp_path / "whole.mkv", lambda f: edit(f, whole=True))
     with Decoder(tmp_path / "patched.mkv") as dec:
         assert dec.info.rotation == rotation and dec.info.pix_fmt == pix_fmt
-    # the rectangle in the stored (unrotated) 64 x 96 picture
-    upright = np.zeros((96, 64) if rotation else (64, 96), bool)
-    upright[rect[1]:rect[3], rect[0]:rect[2]] = True
-    stored = np.rot90(upright, (-rotation // 90) % 4)
+    stored = np.rot90(painted, (-rotation // 90) % 4)  # as the 64 x 96 planes lie
     for a, b, c in zip(stored_planes(src), stored_planes(tmp_path / "patched.mkv"),
                        stored_planes(tmp_path / "whole.mkv"), strict=True):
         assert not np.array_equal(a[0], b[0])
         for pa, pb, pc in zip(a, b, c, strict=True):
-            # a plane sample is inside when any luma pixel it covers is
+            # a plane sample is changed when any pixel it covers was painted
             fy, fx = 64 // pa.shape[0], 96 // pa.shape[1]
-            inside = stored.reshape(pa.shape[0], fy, pa.shape[1], fx).any(axis=(1, 3))
-            # outside: the decoder's planes; inside: what converting the whole picture gives
-            assert np.array_equal(pa[~inside], pb[~inside])
-            assert np.array_equal(pb[inside], pc[inside])
+            hit = stored.reshape(pa.shape[0], fy, pa.shape[1], fx).any(axis=(1, 3))
+            # elsewhere: the decoder's planes; there: what converting the whole picture gives
+            assert np.array_equal(pa[~hit], pb[~hit])
+            assert np.array_equal(pb[hit], pc[hit])
 
 
 def test_a_ten_bit_422_tape_picture_converts_the_same_every_time(tmp_path):
