@@ -85,10 +85,10 @@ class Compositor:
             frame.image = upscale(frame.image, self.cfg.upscale)
             frame.source = None  # every pixel is new: nothing of the decoded picture to keep
         for face in frame.restored:
-            rect = self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale),
-                              face.crop, face.restored, face.mask)
-            if rect is not None:
-                frame.changed.append(rect)
+            region = self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale),
+                                face.crop, face.restored, face.mask)
+            if region is not None:
+                frame.changed.append(region)
         frame.restored = []
         return (frame,)
 
@@ -97,10 +97,11 @@ class Compositor:
 
     def paste(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
               restored: np.ndarray, parsed: np.ndarray | None = None
-              ) -> tuple[int, int, int, int] | None:
+              ) -> tuple[int, int, np.ndarray] | None:
         """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place. parsed: the
         face's parsing mask (S, S), which narrows the template mask to the face itself.
-        Returns the rectangle x0, y0, x1, y1 of the pixels it changed (None: none)."""
+        Returns the pixels it changed as (x0, y0, mask), as Frame.changed holds them (None:
+        none)."""
         h, w = image.shape[:2]
         inv = align.invert(matrix)
         corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
@@ -130,12 +131,18 @@ class Compositor:
         face = align.warp(face, shifted, region, cubic=True)
         alpha = align.warp(mask, shifted, region)[..., None]
         inside = alpha[..., 0] > 0
-        rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
-        if rows.size == 0:
+        if not inside.any():
             return None
         roi = image[y0:y1, x0:x1]
         scale = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
         top = 65535 if image.dtype == np.uint16 else 255
         blended = alpha * face * scale + (1 - alpha) * roi.astype(np.float32)
-        roi[inside] = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
-        return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
+        new = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
+        changed = np.zeros(inside.shape, bool)
+        changed[inside] = np.any(new != roi[inside], axis=1)
+        roi[inside] = new
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        if rows.size == 0:
+            return None
+        return (x0 + int(cols[0]), y0 + int(rows[0]),
+                changed[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .config import EncodeConfig
-from .decoder import plane_array, sws_colorspace, sws_range, to_bgr
+from .decoder import plane_array, sws_colorspace, sws_range
 from .errors import EncodeError, InputError
 from .frames import Frame, VideoInfo
 
@@ -272,8 +272,8 @@ class Encoder:
 
     def _picture(self, frame: Frame) -> av.VideoFrame:
         """The frame to encode: the decoder's own planes, with the pixels a stage changed
-        (inside the rectangles of Frame.changed) converted from BGR where it can (see
-        Frame.source); else the whole image converted."""
+        (Frame.changed) converted from BGR where it can (see Frame.source); else the whole
+        image converted."""
         cc = self._video.codec_context
         turns = (-self.info.rotation // 90) % 4  # np.rot90 turns from upright to stored
         source = frame.source
@@ -285,26 +285,31 @@ class Encoder:
         for src, dst in zip(source.planes, out.planes, strict=True):
             n = min(src.line_size, dst.line_size)
             plane_array(dst, np.uint8, n, dst.height)[:] = plane_array(src, np.uint8, n, src.height)
-        if not frame.changed:
-            return out
-        # the picture as the stages first saw it, to tell which pixels they changed
-        decoded = to_bgr(source, self._space, self._dst_range, self._deep)
         sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
         h, w = frame.image.shape[:2]
-        for rect in frame.changed:
-            x0, y0, x1, y1 = rotate_rect(rect, turns, w, h)  # in stored coordinates
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out.width), min(y1, out.height)
-            if x1 <= x0 or y1 <= y0:
+        for rx0, ry0, mask in frame.changed:
+            # the mask cut to the picture, then its rectangle in stored coordinates
+            mask = mask[max(-ry0, 0):max(h - ry0, 0), max(-rx0, 0):max(w - rx0, 0)]
+            rx0, ry0 = max(rx0, 0), max(ry0, 0)
+            if mask.size == 0:
                 continue
+            x0, y0, x1, y1 = rotate_rect((rx0, ry0, rx0 + mask.shape[1], ry0 + mask.shape[0]),
+                                         turns, w, h)
             # the block converted: widened so its edges (where swscale's chroma filter runs
             # out of pixels) are not kept, starting on the chroma grid
             px0, py0 = max(x0 - x0 % sub_x - RECT_MARGIN, 0), max(y0 - y0 % sub_y - RECT_MARGIN, 0)
             px1, py1 = min(x1 + RECT_MARGIN, out.width), min(y1 + RECT_MARGIN, out.height)
             ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, out.width,
                                              out.height)
-            pixels = np.rot90(frame.image[uy0:uy1, ux0:ux1], turns)
-            block = self._from_bgr(pixels, (sub_x, sub_y))
-            changed = np.any(pixels != decoded[py0:py1, px0:px1], axis=2)
+            block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns),
+                                   (sub_x, sub_y))
+            # the changed pixels over the block, turned as it is, padded to the chroma grid
+            upright = np.zeros((uy1 - uy0, ux1 - ux0), bool)
+            upright[ry0 - uy0:ry0 - uy0 + mask.shape[0], rx0 - ux0:rx0 - ux0 + mask.shape[1]] = mask
+            turned = np.rot90(upright, turns)
+            changed = np.zeros((-(-turned.shape[0] // sub_y) * sub_y,
+                                -(-turned.shape[1] // sub_x) * sub_x), bool)
+            changed[:turned.shape[0], :turned.shape[1]] = turned
             for k, (src, dst) in enumerate(zip(block.planes, out.planes, strict=True)):
                 fx, fy = (1, 1) if k == 0 else (sub_x, sub_y)
                 # the samples covering the rectangle, block and frame coordinates
@@ -312,11 +317,8 @@ class Encoder:
                 bx0, by0 = cx0 - px0 // fx, cy0 - py0 // fy
                 bx1, by1 = bx0 + cx1 - cx0, by0 + cy1 - cy0
                 # a sample is replaced where any pixel it covers changed
-                hit = np.zeros((-(-changed.shape[0] // fy) * fy, -(-changed.shape[1] // fx) * fx),
-                               bool)
-                hit[:changed.shape[0], :changed.shape[1]] = changed
-                hit = hit.reshape(hit.shape[0] // fy, fy, hit.shape[1] // fx, fx).any(axis=(1, 3))
-                hit = hit[by0:by1, bx0:bx1]
+                hit = changed.reshape(changed.shape[0] // fy, fy, changed.shape[1] // fx,
+                                      fx).any(axis=(1, 3))[by0:by1, bx0:bx1]
                 target = plane_array(dst, size, dst.width, dst.height)[cy0:cy1, cx0:cx1]
                 target[hit] = plane_array(src, size, src.width, src.height)[by0:by1, bx0:bx1][hit]
         return out

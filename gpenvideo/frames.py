@@ -91,7 +91,8 @@ class Frame:
     # The decoder's own picture (an av.VideoFrame in the stored orientation) that `image` was
     # converted from. The encoder writes its planes as they are wherever `image` is unchanged,
     # so pixels no stage touched leave the tool bit for bit as they came in. A stage that alters
-    # `image` records the rectangle in `changed`, or sets `source` to None when it replaces the
+    # `image` records which pixels in `changed`, or sets `source` to None when it replaces the
     # whole picture (--upscale).
     source: object | None = None
-    changed: list[tuple[int, int, int, int]] = field(default_factory=list)  # x0, y0, x1, y1
+    # (x0, y0, mask): the (h, w) bool mask marks the pixels changed in image[y0:y0+h, x0:x0+w]
+    changed: list[tuple[int, int, np.ndarray]] = field(default_factory=list)

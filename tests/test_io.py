@@ -172,11 +172,13 @@ def test_changed_pixels_are_converted_and_the_rest_kept_exactly(tmp_path, pix_fm
     painted = np.zeros((96, 64) if rotation else (64, 96), bool)
     painted[rect[1]:rect[3], rect[0]:rect[2]] = True
     painted[20:31, 27:38] = False  # a hole the stage leaves alone, inside its rectangle
+    # the stage records the pixels it changed, over a rectangle that reaches past the picture
+    region = (-9, rect[1], np.pad(painted[rect[1]:rect[3], :rect[2]], ((0, 0), (9, 0))))
 
     def edit(frame, whole=False):
         frame.image[painted] = (40, 200, 90) if frame.image.dtype == np.uint8 else \
             (40 * 257, 200 * 257, 90 * 257)
-        frame.changed.append(rect)
+        frame.changed.append(region)
         if whole:
             frame.source = None
 

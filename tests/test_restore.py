@@ -55,6 +55,11 @@ def test_pixels_outside_the_masks_are_untouched_and_faces_change():
         assert np.array_equal(frame.image[outside], orig[outside])
         inside = mask > 0.99
         assert np.abs(frame.image[inside].astype(int) - orig[inside]).mean() > 40
+        # the compositor reports exactly the pixels it changed, for the encoder
+        reported = np.zeros(outside.shape, bool)
+        for x0, y0, region in frame.changed:
+            reported[y0:y0 + region.shape[0], x0:x0 + region.shape[1]] |= region
+        assert np.array_equal(reported, np.any(frame.image != orig, axis=2))
 
 
 def test_identity_restorer_round_trip_is_above_45_db():
