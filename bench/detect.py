@@ -1,6 +1,6 @@
 """Face detection speed per frame: YuNet through cv2.FaceDetectorYN one frame at a time (what
 the yunet backend does) against OpenCV's DNN fed batches of 1-8 frames (why it does not batch),
-and the retinaface backend at batch 1-16 where CUDA, torchvision and facexlib are present.
+and the retinaface backend at batch 1-16 (on CUDA when present, else the CPU; needs facexlib).
 
     python bench/detect.py [--frames 32] [--size 1280x720]
 """
@@ -21,6 +21,7 @@ from gpenvideo.detector import YuNetDetector
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIP = SHARED / "media" / "sadtalker_WDA_KatieHill_000.mp4"
 YUNET = SHARED / "weights" / "face_detection_yunet_2026may.onnx"
+RETINA = SHARED / "weights" / "detection_mobilenet0.25_Final.pth"
 
 
 def per_frame_ms(fn, frames: list[np.ndarray], batch: int) -> float:
@@ -55,23 +56,25 @@ def main() -> None:
     try:
         import torch
 
-        if not torch.cuda.is_available():
-            raise ImportError("no CUDA")
         from gpenvideo.detector import RetinaFaceDetector
+        from gpenvideo.errors import InputError
 
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        name = (torch.cuda.get_device_name() if device == "cuda"
+                else f"CPU, {torch.get_num_threads()} threads")
         for b in (1, 4, 8, 16):
-            retina = RetinaFaceDetector(SHARED / "weights",
-                                        DetectConfig(backend="retinaface", batch_size=b), "cuda")
+            retina = RetinaFaceDetector(RETINA, DetectConfig(backend="retinaface", batch_size=b),
+                                        device)
 
             def run(batch, retina=retina):
                 retina.detect(batch)
-                torch.cuda.synchronize()
+                if device == "cuda":
+                    torch.cuda.synchronize()
 
-            print(f"| retinaface mobilenet0.25 ({torch.cuda.get_device_name()}) | {b} | "
+            print(f"| retinaface mobilenet0.25 ({name}) | {b} | "
                   f"{per_frame_ms(run, frames, b):.1f} |")
-    except ImportError as exc:
+    except InputError as exc:
         print(f"(retinaface not measured: {exc})")
-
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Landmark stability of the tracker's smoothing on real footage (../shared/media, YuNet).
+"""Landmark stability of the tracker's smoothing on real footage (../shared/media).
 
 jitter: RMS of the second difference of the landmarks over time, in inter-ocular distances
 (IOD); what remains after smoothing, relative to the raw detections, is the jitter reduction.
@@ -9,12 +9,12 @@ picture motion: the jitter of the picture itself around the eyes and nose, from 
 correlation of consecutive frames (no detector involved): the share of the raw jitter that is
 genuine motion of the footage, which no smoother can remove without moving the points.
 
-    python bench/stability.py [clip ...]
+    python bench/stability.py [--detector yunet|retinaface] [clip ...]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import cv2
@@ -23,13 +23,13 @@ from scipy.signal import savgol_filter
 
 from gpenvideo.config import DetectConfig, TrackConfig
 from gpenvideo.decoder import Decoder
-from gpenvideo.detector import YuNetDetector
+from gpenvideo.detector import Detector, RetinaFaceDetector, YuNetDetector
 from gpenvideo.tracker import eye_distance, smooth_path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def raw_track(clip: Path, detector: YuNetDetector) -> np.ndarray:
+def raw_track(clip: Path, detector: Detector) -> np.ndarray:
     """(T, 5, 2) landmarks of the largest face, frames where it was found."""
     points = []
     with Decoder(clip) as dec:
@@ -85,9 +85,18 @@ def synthetic(seed: int = 0, frames: int = 250, noise: float = 0.025) -> tuple[n
 
 
 def main() -> None:
-    clips = [Path(a) for a in sys.argv[1:]] or sorted((SHARED / "media").glob("sadtalker_*.mp4"))
-    detector = YuNetDetector(SHARED / "weights" / "face_detection_yunet_2026may.onnx",
-                             DetectConfig())
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--detector", choices=["yunet", "retinaface"], default="yunet")
+    ap.add_argument("clips", nargs="*", type=Path)
+    args = ap.parse_args()
+    clips = args.clips or sorted((SHARED / "media").glob("sadtalker_*.mp4"))
+    if args.detector == "yunet":
+        detector: Detector = YuNetDetector(SHARED / "weights" / "face_detection_yunet_2026may.onnx",
+                                           DetectConfig())
+    else:
+        detector = RetinaFaceDetector(SHARED / "weights" / "detection_mobilenet0.25_Final.pth",
+                                      DetectConfig(backend="retinaface"), "cpu")
+    print(f"detector: {args.detector}")
     cfg = TrackConfig()
     print("| clip | smoother | jitter (IOD) | jitter reduction | bias (IOD) |")
     print("| --- | --- | --- | --- | --- |")

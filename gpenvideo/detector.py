@@ -2,8 +2,8 @@
 Detections (box, 5 landmarks in the package order, score) out, in frame pixel coordinates.
 
 yunet (default): OpenCV's FaceDetectorYN, CPU, no extra dependency.
-retinaface: facexlib's RetinaFace (mobilenet0.25 or resnet50), batched on the GPU; imported only
-when chosen, and needs the `retinaface` extra (facexlib, torchvision).
+retinaface: facexlib's RetinaFace (mobilenet0.25 or resnet50), batched on the GPU (or the CPU);
+imported only when chosen, and needs the `retinaface` extra (facexlib; torchvision is not used).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .config import DetectConfig
-from .errors import InputError, WeightsError
+from .errors import WeightsError
 from .frames import Detection
 
 
@@ -89,44 +89,29 @@ class YuNetDetector:
 
 
 class RetinaFaceDetector:
-    """facexlib RetinaFace, batched on `device`. model_dir: folder holding its .pth file."""
+    """facexlib's RetinaFace (mobilenet0.25 or resnet50), batched on `device`.
+    checkpoint: its detection_*_Final.pth file. Needs facexlib, not torchvision."""
 
-    def __init__(self, model_dir: str | Path, cfg: DetectConfig, device: str) -> None:
-        try:
-            from facexlib.detection import init_detection_model
-        except ImportError as exc:
-            raise InputError(
-                "the retinaface detector needs facexlib and torchvision: "
-                "pip install 'gpenvideo[retinaface]' (or use --detector yunet)") from exc
-        name = {"mobilenet0.25": "retinaface_mobile0.25",
-                "resnet50": "retinaface_resnet50"}[cfg.retinaface_model]
+    def __init__(self, checkpoint: str | Path, cfg: DetectConfig, device: str) -> None:
+        from .models.retinaface import load_retinaface
+
         self.cfg = cfg
         self.batch_size = cfg.batch_size or (8 if str(device).startswith("cuda") else 1)
-        self._net = init_detection_model(name, half=False, device=device,
-                                         model_rootpath=str(model_dir))
+        self._net = load_retinaface(checkpoint, cfg.retinaface_model, device)
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
-        import torch
+        from .models.retinaface import detect_batch
 
         smalls, scales = zip(*(_downscale(to_uint8(i), self.cfg.max_side) for i in images))
+        results = detect_batch(self._net, list(smalls), self.cfg.score_threshold,
+                               self.cfg.nms_threshold)
         out: list[list[Detection]] = []
-        same = len({s.shape for s in smalls}) == 1
-        with torch.inference_mode():
-            if same:
-                batch = np.stack(smalls)
-                boxes, lms = self._net.batched_detect_faces(
-                    batch, conf_threshold=self.cfg.score_threshold,
-                    nms_threshold=self.cfg.nms_threshold)
-                results = [np.concatenate([b, lm], axis=1) if len(b) else np.zeros((0, 15))
-                           for b, lm in zip(boxes, lms)]
-            else:
-                results = [self._net.detect_faces(s, self.cfg.score_threshold) for s in smalls]
         for rows, scale in zip(results, scales):
             dets = []
-            for row in np.asarray(rows, np.float32):
-                box = row[:4] / scale
-                lm = row[5:15].reshape(5, 2) / scale  # left eye, right eye, nose, mouth l, r
-                dets.append(Detection(box=box, landmarks=lm.astype(np.float32),
+            for row in rows:
+                # landmarks: image-left eye, image-right eye, nose, mouth left, right (as ours)
+                dets.append(Detection(box=row[:4] / scale,
+                                      landmarks=(row[5:15].reshape(5, 2) / scale),
                                       score=float(row[4])))
             out.append(_keep(dets, self.cfg))
         return out
@@ -139,4 +124,4 @@ def create_detector(cfg: DetectConfig, weights_dir: str | None, device: str = "c
     if cfg.backend == "yunet":
         return YuNetDetector(weights.find("yunet", weights_dir), cfg)
     key = f"retinaface-{cfg.retinaface_model}"
-    return RetinaFaceDetector(weights.find(key, weights_dir).parent, cfg, device)
+    return RetinaFaceDetector(weights.find(key, weights_dir), cfg, device)

@@ -3,22 +3,19 @@ face (skin, brows, eyes, glasses, ears, nose, mouth, lips / hair, hat, neck, clo
 background), so the paste-back covers the face itself and leaves hair, hands in front of the
 face and the background as decoded, where the template's ellipse would blend them.
 
-facexlib's package imports its detector (torchvision) and tracker (filterpy) as soon as any
-part of it is imported; the parsing network needs torch alone, so its module file is loaded on
-its own and the weights come through gpenvideo's weights lookup (facexlib's downloader is never
-used).
+The parsing network comes from facexlib's file alone (models/facexlib_files.py says why) and its
+weights through gpenvideo's weights lookup.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .models.facexlib_files import facexlib_module
 from .models.weights import compare_state_dict, read_state_dict
 
 PARSE_SIZE = 512  # ParseNet's input and output size
@@ -32,18 +29,7 @@ BORDER = 10  # px at 512 cleared, so no edge of the crop can show
 
 def parsenet_class() -> type[torch.nn.Module]:
     """facexlib's ParseNet class, loaded from its module file alone."""
-    spec = importlib.util.find_spec("facexlib")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("--mask parsing needs facexlib: pip install 'gpenvideo[retinaface]' "
-                         "(or pip install --no-deps facexlib), or use --mask template")
-    path = Path(spec.submodule_search_locations[0]) / "parsing" / "parsenet.py"
-    module_spec = importlib.util.spec_from_file_location("gpenvideo._facexlib_parsenet", path)
-    if module_spec is None or not path.is_file():
-        raise InputError(f"{path}: this facexlib has no parsing network; "
-                         "pip install 'facexlib>=0.3', or use --mask template")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.ParseNet
+    return facexlib_module("parsing/parsenet.py", "--mask parsing", "--mask template").ParseNet
 
 
 def load_parsenet(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -542,7 +542,12 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     from .tracker import Tracker
 
     cfg = validate(cfg or RestoreConfig())
-    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir))
+    device = "cpu"
+    if cfg.detect.backend == "retinaface":  # yunet runs on the CPU whatever --device says
+        from .models.runner import resolve_device
+
+        device = str(resolve_device(cfg.model.device))
+    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, device))
     tracker = Tracker(cfg.track)
     frames_out = []
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,22 +180,143 @@ def test_detect_stage_batches_frames_and_keeps_their_order():
     assert [f.detections[0].landmarks[0, 0] - BASE[0, 0] for f in out] == list(range(7))
 
 
-@pytest.mark.gpu
-def test_retinaface_on_the_gpu_agrees_with_yunet():
-    pytest.importorskip("torchvision", reason="the retinaface backend needs torchvision")
-    pytest.importorskip("facexlib", reason="the retinaface backend needs facexlib")
-    from gpenvideo.config import DetectConfig
+needs_facexlib = pytest.mark.skipif(
+    importlib.util.find_spec("facexlib") is None,
+    reason="facexlib is not installed (pip install --no-deps facexlib; .ci/run does)")
+
+
+def _frames(clip: str, n: int) -> list[np.ndarray]:
     from gpenvideo.decoder import Decoder
+
+    with Decoder(shared_file("media", clip)) as dec:
+        return [f.image for f, _ in zip(dec.frames(), range(n))]
+
+
+@needs_facexlib
+def test_retinaface_agrees_with_yunet_on_a_real_clip():
+    from gpenvideo.config import DetectConfig
     from gpenvideo.detector import RetinaFaceDetector, YuNetDetector
 
-    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
-    weights = shared_file("weights", "detection_mobilenet0.25_Final.pth").parent
-    retina = RetinaFaceDetector(weights, DetectConfig(backend="retinaface"), "cuda")
-    yunet = YuNetDetector(weights / "face_detection_yunet_2026may.onnx", DetectConfig())
-    with Decoder(clip) as dec:
-        images = [f.image for f, _ in zip(dec.frames(), range(16))]
-    assert retina.batch_size == 8
+    weights = shared_file("weights", "detection_mobilenet0.25_Final.pth")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    retina = RetinaFaceDetector(weights, DetectConfig(backend="retinaface", batch_size=8), device)
+    yunet = YuNetDetector(weights.parent / "face_detection_yunet_2026may.onnx", DetectConfig())
+    images = _frames("sadtalker_WDA_KatieHill_000.mp4", 16)
     for ours, ref in zip(retina.detect(images), yunet.detect(images)):  # one batch of 16
         assert len(ours) == len(ref) == 1
         iod = np.linalg.norm(ref[0].landmarks[1] - ref[0].landmarks[0])
+        assert ours[0].landmarks[0, 0] < ours[0].landmarks[1, 0]  # image-left eye first
         assert np.linalg.norm(ours[0].landmarks - ref[0].landmarks, axis=1).max() < 0.15 * iod
+        assert ours[0].score > 0.9
+
+
+@needs_facexlib
+def test_retinaface_batches_frames_of_different_sizes_as_it_detects_them_alone():
+    from gpenvideo.models.retinaface import detect_batch, load_retinaface
+
+    net = load_retinaface(shared_file("weights", "detection_mobilenet0.25_Final.pth"),
+                          "mobilenet0.25")
+    image = _frames("sadtalker_WDA_AlexandriaOcasioCortez_000.mp4", 1)[0]
+    images = [image, np.ascontiguousarray(image[64:, 32:]), image[:, ::-1].copy()]
+    together = detect_batch(net, images, 0.6, 0.3)
+    for rows, img in zip(together, images):
+        alone = detect_batch(net, [img], 0.6, 0.3)[0]
+        assert rows.shape == alone.shape == (1, 15)
+        np.testing.assert_allclose(rows, alone, atol=1e-2)
+    # the cropped picture's face is the same face, shifted by the crop (a multiple of the
+    # network's coarsest stride, 32, so its grid of anchors stays put on the face)
+    np.testing.assert_allclose(together[1][0, 5:].reshape(5, 2) + [32, 64],
+                               together[0][0, 5:].reshape(5, 2), atol=1.5)
+
+
+@needs_facexlib
+def test_retinaface_priors_and_decoding_match_facexlib(monkeypatch):
+    import sys
+    import types
+
+    from gpenvideo.models import retinaface as ours
+
+    # facexlib's retinaface_utils imports torchvision (for NMS only): stand in an empty module
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    path = Path(importlib.util.find_spec("facexlib").submodule_search_locations[0])
+    spec = importlib.util.spec_from_file_location("_fx_utils",
+                                                  path / "detection" / "retinaface_utils.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    cfg = {"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32], "clip": False}
+    for h, w in ((480, 640), (301, 517)):
+        anchors = ours.priors(h, w)
+        expected = ref.PriorBox(cfg, image_size=(h, w)).forward()
+        torch.testing.assert_close(anchors, expected)
+        gen = torch.Generator().manual_seed(h)
+        loc = torch.randn(len(anchors), 4, generator=gen)
+        landm = torch.randn(len(anchors), 10, generator=gen)
+        boxes, points = ours.decode(loc, landm, anchors)
+        torch.testing.assert_close(boxes, ref.decode(loc, anchors, [0.1, 0.2]))
+        torch.testing.assert_close(points.flatten(-2), ref.decode_landm(landm, anchors,
+                                                                        [0.1, 0.2]))
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    from gpenvideo.models.retinaface import nms
+
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9]],
+                     np.float32)
+    scores = np.array([0.8, 0.9, 0.7, 0.6], np.float32)
+    assert list(nms(boxes, scores, 0.5)) == [1, 2]
+    assert list(nms(boxes, scores, 0.95)) == [1, 0, 2, 3]
+
+
+@needs_facexlib
+def test_retinaface_resnet50_is_torchvisions_resnet50_trunk():
+    from gpenvideo.models.retinaface import RetinaFaceNet, priors
+
+    net = RetinaFaceNet("resnet50")
+    trunk = sum(p.numel() for p in net.body.parameters())
+    assert trunk == 25_557_032 - (2048 * 1000 + 1000)  # torchvision resnet50 without its fc
+    keys = net.state_dict().keys()
+    assert "body.layer4.2.bn3.running_var" in keys and "body.layer1.0.downsample.0.weight" in keys
+    with torch.inference_mode():
+        loc, scores, landm = net.eval()(torch.zeros(1, 3, 96, 160))
+    assert loc.shape == (1, len(priors(96, 160)), 4) and landm.shape[-1] == 10
+    assert scores.shape == loc.shape[:2]
+
+
+@needs_facexlib
+def test_a_truncated_retinaface_checkpoint_names_the_missing_key(tmp_path):
+    from gpenvideo.errors import WeightsError
+    from gpenvideo.models.retinaface import load_retinaface
+
+    state = torch.load(shared_file("weights", "detection_mobilenet0.25_Final.pth"),
+                       map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if "LandmarkHead" not in k}
+    bad = tmp_path / "detection_mobilenet0.25_Final.pth"
+    torch.save(state, bad)
+    with pytest.raises(WeightsError, match=r"missing key '.*LandmarkHead"):
+        load_retinaface(bad, "mobilenet0.25")
+
+
+def test_retinaface_without_facexlib_names_the_extra(monkeypatch):
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import RetinaFaceDetector
+    from gpenvideo.errors import InputError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "facexlib" else real(name, *a))
+    with pytest.raises(InputError, match=r"pip install 'gpenvideo\[retinaface\]'"):
+        RetinaFaceDetector("unused.pth", DetectConfig(backend="retinaface"), "cpu")
+
+
+@needs_facexlib
+def test_track_command_with_retinaface_follows_the_face(tmp_path):
+    from gpenvideo.cli import main
+
+    path = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    out = tmp_path / "tracks.json"
+    assert main(["track", str(path), "-o", str(out), "--detector", "retinaface",
+                 "--weights-dir", str(SHARED / "weights"), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["frames"]) == 200
+    assert all(len(f["faces"]) == 1 for f in doc["frames"])
+    assert len({f["faces"][0]["track"] for f in doc["frames"]}) == 1
