@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 
 import av
 import numpy as np
@@ -70,12 +71,15 @@ def test_identity_restorer_round_trip_is_above_45_db():
         assert psnr > 45
 
 
-def test_cli_restore_end_to_end_with_a_small_gpen(tmp_path):
+@pytest.mark.parametrize("detector", ["yunet", "retinaface"])
+def test_cli_restore_end_to_end_with_a_small_gpen(tmp_path, detector):
+    if detector == "retinaface" and importlib.util.find_spec("facexlib") is None:
+        pytest.skip("facexlib is not installed (pip install --no-deps facexlib; .ci/run does)")
     ckpt = tiny_gpen(tmp_path)
     clip = shared_file("media", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
     out = tmp_path / "out.mp4"
     code = main(["restore", str(clip), "-o", str(out), "--weights", str(ckpt), "--crf", "0",
-                 "--weights-dir", str(SHARED / "weights"), "--quiet"])
+                 "--detector", detector, "--weights-dir", str(SHARED / "weights"), "--quiet"])
     assert code == 0
 
     def info(path):
