@@ -23,6 +23,7 @@ from .frames import Detection, Frame, TrackedFace
 
 HIST_BINS = 32
 HIST_STEP = 8  # pixel stride when computing the scene-cut histogram
+PREDICT_FRAMES = 5  # latest detections a track's motion is extrapolated from
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -131,15 +132,19 @@ class _Track:
     ended: bool = False
 
     def predict(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
-        """Box and landmarks expected at `frame` (constant velocity from the last two)."""
-        last = self.obs[self.last]
-        earlier = [i for i in sorted(self.obs) if i < self.last][-1:]
-        if not earlier:
+        """Box and landmarks expected at `frame`: a straight line through the last
+        PREDICT_FRAMES detections, continued (a line through the last two alone would carry
+        their noise, doubled, into every frame of a gap)."""
+        recent = sorted(self.obs)[-PREDICT_FRAMES:]
+        if len(recent) < 2:
+            last = self.obs[self.last]
             return last.box, last.landmarks
-        prev = self.obs[earlier[0]]
-        step = (frame - self.last) / (self.last - earlier[0])
-        return (last.box + (last.box - prev.box) * step,
-                last.landmarks + (last.landmarks - prev.landmarks) * step)
+        t = np.asarray(recent, np.float64)
+        y = np.stack([np.concatenate([self.obs[i].box, self.obs[i].landmarks.ravel()])
+                      for i in recent]).astype(np.float64)
+        slope, intercept = np.polyfit(t - t[-1], y, 1)
+        at = intercept + slope * (frame - t[-1])
+        return at[:4], at[4:].reshape(5, 2)
 
 
 class Tracker:

@@ -320,3 +320,88 @@ def test_track_command_with_retinaface_follows_the_face(tmp_path):
     assert len(doc["frames"]) == 200
     assert all(len(f["faces"]) == 1 for f in doc["frames"])
     assert len({f["faces"][0]["track"] for f in doc["frames"]}) == 1
+
+
+def test_lookahead_is_enough_frames_to_give_the_final_answer():
+    rng = np.random.default_rng(3)
+    path = [det((3 * i + rng.normal(0, 1.5), 40 * np.sin(i / 9) + rng.normal(0, 1.5)))
+            for i in range(80)]
+    dets = [[] if i in (20, 21, 22, 50) else [d] for i, d in enumerate(path)]
+    streamed, whole = Tracker(TrackConfig()), Tracker(TrackConfig())
+    whole.lookahead = 10 ** 6  # holds everything until flush: sees the whole future
+    released = []
+    for i, ds in enumerate(dets):
+        out = streamed.process(Frame(index=i, pts=i, duration=1,
+                                     image=np.full((120, 400, 3), 128, np.uint8), detections=ds))
+        released += [(i, f.index) for f in out]
+    # each frame leaves exactly `lookahead` frames after it arrived
+    assert released and all(i - k == streamed.lookahead for i, k in released)
+    ref = run(whole, dets)
+    got = run(Tracker(TrackConfig()), dets)
+    assert len(got) == len(ref) == 80
+    for g, r in zip(got, ref):
+        assert len(g.faces) == len(r.faces) == 1
+        np.testing.assert_allclose(g.faces[0].smoothed, r.faces[0].smoothed, atol=1e-4)
+
+
+def test_a_gap_in_a_noisy_moving_track_is_filled_with_one_id():
+    # a small face (20 px between the eyes) moving 3-4 px a frame with 1.5 px of detector
+    # noise, missed for 3 frames: extrapolating from its last two detections alone would
+    # miss it by about 10 px when it comes back, and start a new track
+    rng = np.random.default_rng(3)
+    dets = [[det((3 * i + rng.normal(0, 1.5), 40 * np.sin(i / 9) + rng.normal(0, 1.5)))]
+            for i in range(40)]
+    for i in (20, 21, 22):
+        dets[i] = []
+    out = run(Tracker(TrackConfig()), dets)
+    assert all(len(f.faces) == 1 for f in out)
+    assert {f.faces[0].track_id for f in out} == {1}
+    assert [f.index for f in out if f.faces[0].raw is None] == [20, 21, 22]
+
+
+def test_max_faces_keeps_the_largest():
+    dets = [[det((0, 0), scale=1.0), det((150, 0), scale=2.0), det((300, 0), scale=1.5)]
+            for _ in range(12)]
+    out = run(Tracker(TrackConfig(max_faces=2)), dets)
+    for frame in out:
+        widths = sorted(round(float(f.box[2] - f.box[0])) for f in frame.faces)
+        assert widths == [50, 60]  # scales 1.5 and 2 (box = landmark spread + 20 px)
+
+
+def test_large_frames_are_detected_at_the_capped_size_and_mapped_back():
+    import cv2
+
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import YuNetDetector
+
+    model = shared_file("weights", "face_detection_yunet_2026may.onnx")
+    image = _frames("sadtalker_WDA_KatieHill_000.mp4", 1)[0]
+    big = cv2.resize(image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # 1536 px
+    small = YuNetDetector(model, DetectConfig()).detect([image])[0]
+    capped = YuNetDetector(model, DetectConfig(max_side=512)).detect([big])[0]
+    assert len(small) == len(capped) == 1
+    iod = np.linalg.norm(small[0].landmarks[1] - small[0].landmarks[0])
+    # detected on the picture shrunk back to 512 px: 3x the small picture's points
+    assert np.abs(capped[0].landmarks - 3 * small[0].landmarks).max() < 0.1 * 3 * iod
+    assert np.abs(capped[0].box - 3 * small[0].box).max() < 0.1 * 3 * iod
+
+
+@pytest.mark.parametrize("backend", ["yunet", "retinaface"])
+def test_min_face_size_and_score_threshold_drop_faces(backend):
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import create_detector
+
+    if backend == "retinaface" and importlib.util.find_spec("facexlib") is None:
+        pytest.skip("facexlib is not installed (pip install --no-deps facexlib; .ci/run does)")
+    weights = str(shared_file("weights", "face_detection_yunet_2026may.onnx").parent)
+    image = _frames("sadtalker_WDA_KatieHill_000.mp4", 1)[0]
+    found = create_detector(DetectConfig(backend=backend), weights).detect([image])[0]
+    assert len(found) == 1
+    side = float(min(found[0].box[2] - found[0].box[0], found[0].box[3] - found[0].box[1]))
+    score = found[0].score
+    for cfg in (DetectConfig(backend=backend, min_face_size=int(side) + 2),
+                DetectConfig(backend=backend, score_threshold=min(1.0, score + 1e-3))):
+        assert create_detector(cfg, weights).detect([image])[0] == []
+    kept = DetectConfig(backend=backend, min_face_size=int(side) - 2,
+                        score_threshold=score - 1e-3)
+    assert len(create_detector(kept, weights).detect([image])[0]) == 1
