@@ -29,32 +29,32 @@ from gpenvideo.tracker import eye_distance, smooth_path
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def raw_track(clip: Path, detector: Detector) -> np.ndarray:
-    """(T, 5, 2) landmarks of the largest face, frames where it was found."""
-    points = []
+def raw_track(clip: Path, detector: Detector) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(T, 5, 2) landmarks of the largest face in the frames where it was found, and every
+    frame in grey (for picture_jitter: the clip is decoded once)."""
+    points, greys = [], []
     with Decoder(clip) as dec:
         for frame in dec.frames():
+            greys.append(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY).astype(np.float32))
             dets = detector.detect([frame.image])[0]
             if dets:
                 best = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
                 points.append(best.landmarks)
-    return np.asarray(points, np.float64)
+    return np.asarray(points, np.float64), greys
 
 
-def picture_jitter(clip: Path, raw: np.ndarray, iod: float) -> float:
+def picture_jitter(greys: list[np.ndarray], raw: np.ndarray, iod: float) -> float:
     """Jitter (IOD) of the picture's own motion in a fixed window over the eyes and nose."""
     cx, cy = raw[:, :3].mean(axis=(0, 1)).astype(int)
     h = int(0.9 * iod)
     window = cv2.createHanningWindow((2 * h, 2 * h), cv2.CV_32F)
     path, prev = [np.zeros(2)], None
-    with Decoder(clip) as dec:
-        for frame in dec.frames():
-            grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-            patch = grey[max(0, cy - h):cy + h, max(0, cx - h):cx + h]
-            if prev is not None and patch.shape == prev.shape == window.shape:
-                (dx, dy), _ = cv2.phaseCorrelate(prev, patch, window)
-                path.append(path[-1] + (dx, dy))
-            prev = patch
+    for grey in greys:
+        patch = grey[max(0, cy - h):cy + h, max(0, cx - h):cx + h]
+        if prev is not None and patch.shape == prev.shape == window.shape:
+            (dx, dy), _ = cv2.phaseCorrelate(prev, patch, window)
+            path.append(path[-1] + (dx, dy))
+        prev = patch
     return jitter(np.asarray(path)[:, None], iod)
 
 
@@ -110,7 +110,7 @@ def main() -> None:
               f"{jitter(noisy, 60.0) / jitter(pts, 60.0):.1f}x | "
               f"{100 * bias(pts, truth, 60.0):.1f}% |")
     for clip in clips:
-        raw = raw_track(clip, detector)
+        raw, greys = raw_track(clip, detector)
         iod = float(np.median([eye_distance(p) for p in raw]))
         candidates = {
             "raw detections": raw,
@@ -124,7 +124,7 @@ def main() -> None:
             j = jitter(pts, iod)
             print(f"| {clip.stem.replace('sadtalker_WDA_', '')} | {name} | {j:.4f} | "
                   f"{base / j:.1f}x | {100 * bias(pts, raw, iod):.1f}% |", flush=True)
-        moving = picture_jitter(clip, raw, iod)
+        moving = picture_jitter(greys, raw, iod)
         print(f"| {clip.stem.replace('sadtalker_WDA_', '')} | picture motion (phase correlation, "
               f"{100 * (moving / base) ** 2:.0f}% of the raw jitter power) | {moving:.4f} | "
               f"| |", flush=True)
