@@ -40,7 +40,8 @@ def _add_decode(p: argparse.ArgumentParser) -> None:
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
     p.add_argument("--min-face-size", type=int, help="ignore faces smaller than this (pixels)")
-    p.add_argument("--score-threshold", type=float, help="minimum detector score (0-1)")
+    p.add_argument("--score-threshold", type=float,
+                   help="minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)")
     p.add_argument("--max-faces", type=int, help="restore at most N faces per frame (largest)")
     p.add_argument("--weights-dir", type=Path, help="folder searched first for model files")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")

@@ -45,7 +45,8 @@ class EncodeConfig:
 @dataclass(frozen=True)
 class DetectConfig:
     backend: str = "yunet"  # yunet (OpenCV, default) or retinaface (needs the retinaface extra)
-    score_threshold: float = 0.6  # detections scoring lower are dropped
+    # detections scoring lower are dropped; None: the backend's (yunet 0.6, retinaface 0.9)
+    score_threshold: float | None = None
     min_face_size: int = 16  # faces whose box is smaller than this (pixels, short side) are dropped
     max_side: int = 1280  # frames whose long side is larger are detected downscaled to this
     retinaface_model: str = "mobilenet0.25"  # mobilenet0.25 or resnet50 (retinaface backend)
@@ -128,6 +129,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
             raise InputError(f"{option} {value!r} is not valid: choose one of {allowed}")
     if cfg.composite.strength is not None and not 0.0 <= cfg.composite.strength <= 1.0:
         raise InputError(f"--strength {cfg.composite.strength} is not valid: give 0 to 1")
+    score = cfg.detect.score_threshold
+    if score is not None and not 0.0 <= score <= 1.0:
+        raise InputError(f"--score-threshold {score:g} is not valid: give 0 to 1")
     if cfg.encode.crf is not None and not 0 <= cfg.encode.crf <= 63:
         raise InputError(f"--crf {cfg.encode.crf} is not valid: give 0 to 63")
     if cfg.pipeline.segment_seconds < 0:

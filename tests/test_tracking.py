@@ -405,3 +405,23 @@ def test_min_face_size_and_score_threshold_drop_faces(backend):
     kept = DetectConfig(backend=backend, min_face_size=int(side) - 2,
                         score_threshold=score - 1e-3)
     assert len(create_detector(kept, weights).detect([image])[0]) == 1
+
+
+@needs_facexlib
+def test_retinaface_default_threshold_keeps_the_sample_clips_face_and_drops_her_cap_badge():
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import score_threshold
+    from gpenvideo.pipeline import track_video
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "grace_hopper_homemovie.mp4"
+    weights = str(shared_file("weights", "detection_mobilenet0.25_Final.pth").parent)
+    assert score_threshold(DetectConfig(backend="retinaface")) == 0.9
+    assert score_threshold(DetectConfig(backend="retinaface", score_threshold=0.5)) == 0.5
+    cfg = RestoreConfig().replace("detect", backend="retinaface").replace(
+        "model", weights_dir=weights)
+    doc = track_video(sample, cfg)
+    assert all(len(f["faces"]) == 1 for f in doc["frames"])
+    # at a YuNet-like 0.6 the badge on her cap (scores up to 0.78) becomes a second track,
+    # and GPEN would paint a face on it
+    loose = track_video(sample, cfg.replace("detect", score_threshold=0.6))
+    assert len({x["track"] for f in loose["frames"] for x in f["faces"]}) == 2
