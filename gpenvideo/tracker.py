@@ -167,8 +167,9 @@ class Tracker:
         self.faces_tracked = 0
 
     # -- association ---------------------------------------------------------------------
-    def _similarity(self, track: _Track, det: Detection, frame: int) -> float:
-        box, lms = track.predict(frame)
+    @staticmethod
+    def _similarity(box: np.ndarray, lms: np.ndarray, det: Detection) -> float:
+        """How well `det` matches a track expected at `box` with landmarks `lms`."""
         dist = np.linalg.norm(lms - det.landmarks, axis=1).mean() / eye_distance(lms)
         return 0.5 * iou(box, det.box) + 0.5 * max(0.0, 1.0 - dist)
 
@@ -185,7 +186,9 @@ class Tracker:
         live = self._live
         matched: set[int] = set()
         if live and detections:
-            sim = np.array([[self._similarity(t, d, index) for d in detections] for t in live])
+            expected = [t.predict(index) for t in live]
+            sim = np.array([[self._similarity(box, lms, d) for d in detections]
+                            for box, lms in expected])
             rows, cols = linear_sum_assignment(-sim)
             for r, c in zip(rows, cols):
                 if sim[r, c] >= cfg.match_threshold:
@@ -220,40 +223,33 @@ class Tracker:
             if not track.confirmed or not track.first <= index <= track.last:
                 continue
             lo, hi = max(track.first, index - half), min(track.last, index + half)
-            path = np.stack([self._landmarks_at(track, i) for i in range(lo, hi + 1)])
+            path = np.stack([self._at(track, i).landmarks for i in range(lo, hi + 1)])
             smoothed = smooth_path(path, self.cfg.smoothing_window, self.cfg.smoothing_cutoff,
                                    self.cfg.motion_scale)
             det = track.obs.get(index)
-            box, score = self._box_at(track, index)
+            at = self._at(track, index)
             faces.append(TrackedFace(
-                track_id=track.id, box=box.astype(np.float32),
+                track_id=track.id, box=at.box.astype(np.float32),
                 raw=None if det is None else det.landmarks.astype(np.float32),
-                smoothed=smoothed[index - lo].astype(np.float32), score=score))
+                smoothed=smoothed[index - lo].astype(np.float32), score=at.score))
         if self.cfg.max_faces:
             faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
             faces = faces[: self.cfg.max_faces]
         return faces
 
     @staticmethod
-    def _neighbours(track: _Track, index: int) -> tuple[int, int]:
+    def _at(track: _Track, index: int) -> Detection:
+        """The track's detection at `index`, or one interpolated between the detections
+        around it (a frame filled in)."""
+        if index in track.obs:
+            return track.obs[index]
         before = max(i for i in track.obs if i <= index)
         after = min(i for i in track.obs if i >= index)
-        return before, after
-
-    def _landmarks_at(self, track: _Track, index: int) -> np.ndarray:
-        if index in track.obs:
-            return track.obs[index].landmarks
-        a, b = self._neighbours(track, index)
-        w = (index - a) / (b - a)
-        return (1 - w) * track.obs[a].landmarks + w * track.obs[b].landmarks
-
-    def _box_at(self, track: _Track, index: int) -> tuple[np.ndarray, float]:
-        if index in track.obs:
-            return track.obs[index].box, track.obs[index].score
-        a, b = self._neighbours(track, index)
-        w = (index - a) / (b - a)
-        box = (1 - w) * track.obs[a].box + w * track.obs[b].box
-        return box, (1 - w) * track.obs[a].score + w * track.obs[b].score
+        a, b = track.obs[before], track.obs[after]
+        w = (index - before) / (after - before)
+        return Detection(box=(1 - w) * a.box + w * b.box,
+                         landmarks=(1 - w) * a.landmarks + w * b.landmarks,
+                         score=(1 - w) * a.score + w * b.score)
 
     def _release(self, frame: Frame) -> Frame:
         frame.faces = self._faces_at(frame.index)
