@@ -206,10 +206,10 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
 def _model_files(cfg: RestoreConfig) -> list[Path]:
     """The files whose weights shape the output: the GPEN checkpoint, the detector's model and,
     with --mask parsing, ParseNet's. One not found is left out: loading it reports the remedy."""
+    from .detector import weights_name
     from .models import weights
 
-    names = [f"retinaface-{cfg.detect.retinaface_model}" if cfg.detect.backend == "retinaface"
-             else "yunet"]
+    names = [weights_name(cfg.detect)]
     if cfg.composite.mask == "parsing":
         names.append("parsenet")
     files = []
@@ -276,13 +276,17 @@ REPORT_FIELDS = ["input", "status", "output", "duration", "frames", "faces", "tr
                  "warnings", "seconds", "fps", "error"]
 
 
+def _totals(outcomes: list[Outcome]) -> dict[str, int]:
+    """How many files ended in each status."""
+    return {status: sum(1 for o in outcomes if o.status == status)
+            for status in ("done", "skipped", "busy", "failed")}
+
+
 def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
     """Write `<prefix>.json` and `<prefix>.csv`; return their paths."""
     json_path = prefix.with_name(prefix.name + ".json")
     csv_path = prefix.with_name(prefix.name + ".csv")
-    totals = {status: sum(1 for o in outcomes if o.status == status)
-              for status in ("done", "skipped", "busy", "failed")}
-    doc = {"created": datetime.now().isoformat(timespec="seconds"), "totals": totals,
+    doc = {"created": datetime.now().isoformat(timespec="seconds"), "totals": _totals(outcomes),
            "files": [asdict(o) for o in outcomes]}
     manifest.write_json_atomic(json_path, doc)
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -320,7 +324,6 @@ def summary_table(outcomes: list[Outcome]) -> str:
                      name if o.status != "failed" else f"{name}: {o.error}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
-    totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("done", "skipped", "busy",
-                                                                     "failed")}
-    lines.append(", ".join(f"{n} {s}" for s, n in totals.items() if n) or "nothing to do")
+    lines.append(", ".join(f"{n} {s}" for s, n in _totals(outcomes).items() if n)
+                 or "nothing to do")
     return "\n".join(lines)

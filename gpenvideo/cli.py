@@ -286,17 +286,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    import json
-
-    from . import pipeline
+    from . import manifest, pipeline
 
     cfg = config_from_args(args)
     if args.output.exists() and args.output.resolve() == args.input.resolve():
         raise InputError(f"{args.output}: is the input file; choose another output name")
     doc = pipeline.track_video(args.input, cfg)
-    tmp = args.output.with_name(f".{args.output.name}.partial")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(args.output)
+    manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
     return 0

@@ -134,9 +134,9 @@ class Compositor:
         if not inside.any():
             return None
         roi = image[y0:y1, x0:x1]
-        scale = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
+        level = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
         top = 65535 if image.dtype == np.uint16 else 255
-        blended = alpha * face * scale + (1 - alpha) * roi.astype(np.float32)
+        blended = alpha * face * level + (1 - alpha) * roi.astype(np.float32)
         new = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
         changed = np.zeros(inside.shape, bool)
         changed[inside] = np.any(new != roi[inside], axis=1)

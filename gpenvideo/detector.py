@@ -131,11 +131,19 @@ class RetinaFaceDetector:
         return out
 
 
+def weights_name(cfg: DetectConfig) -> str:
+    """The name of the configured detector's model file in the weights list."""
+    return "yunet" if cfg.backend == "yunet" else f"retinaface-{cfg.retinaface_model}"
+
+
 def create_detector(cfg: DetectConfig, weights_dir: str | None, device: str = "cpu") -> Detector:
-    """The configured detector, its model file found through the weights lookup."""
+    """The configured detector, its model file found through the weights lookup. device: auto,
+    cpu, cuda or cuda:N, for retinaface (yunet runs on the CPU, and torch is not imported)."""
     from .models import weights
 
+    path = weights.find(weights_name(cfg), weights_dir)
     if cfg.backend == "yunet":
-        return YuNetDetector(weights.find("yunet", weights_dir), cfg)
-    key = f"retinaface-{cfg.retinaface_model}"
-    return RetinaFaceDetector(weights.find(key, weights_dir), cfg, device)
+        return YuNetDetector(path, cfg)
+    from .models.runner import resolve_device
+
+    return RetinaFaceDetector(path, cfg, str(resolve_device(device)))

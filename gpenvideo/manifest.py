@@ -105,11 +105,11 @@ def is_complete(output: Path, source: Path, settings: str) -> bool:
             and same_input(source, doc.get("input_file", {})))
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
+def write_json_atomic(path: Path, doc: Any, indent: int | None = 1) -> None:
     """Write JSON so that a crash or power loss leaves either the old file or the new one."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, default=str)
+        json.dump(doc, f, indent=indent, default=str)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -272,22 +272,20 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
     if kept:
         log.info("%s: resuming after %d finished segments of %d", source, kept, len(pieces))
     summary.segments, summary.segments_resumed = len(pieces), 0
+
+    def finished(counts: dict[str, Any]) -> None:
+        _add_counts(summary, counts, counts.get("notes", []))
+        clock.frames += counts["frames"]
+        clock.faces += counts["faces"]
+
     todo = []
     for piece in pieces:
         counts = work.done(piece.number)
         if counts is None:
             todo.append(piece)
-            continue
-        _add_counts(summary, counts, counts.get("notes", []))
-        summary.segments_resumed += 1
-        clock.frames += counts["frames"]
-        clock.faces += counts["faces"]
-
-    def finished(number: int, counts: dict[str, Any]) -> None:
-        _add_counts(summary, counts, counts.get("notes", []))
-        clock.frames += counts["frames"]
-        clock.faces += counts["faces"]
-        clock.report()
+        else:
+            finished(counts)
+            summary.segments_resumed += 1
 
     try:
         if executor is not None:
@@ -295,7 +293,8 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
                 partial = work.partial_file(number)
                 partial.write_bytes(data)
                 work.commit(number, partial, counts)
-                finished(number, counts)
+                finished(counts)
+                clock.report()
         else:
             for piece in todo:
                 partial = work.partial_file(piece.number)
@@ -305,7 +304,8 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
                     partial.unlink(missing_ok=True)
                     raise
                 work.commit(piece.number, partial, counts)
-                finished(piece.number, counts)
+                finished(counts)
+                clock.report()
     except (Cancelled, KeyboardInterrupt):
         done = sum(1 for p in pieces if work.done(p.number) is not None)
         raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
@@ -542,12 +542,7 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     from .tracker import Tracker
 
     cfg = validate(cfg or RestoreConfig())
-    device = "cpu"
-    if cfg.detect.backend == "retinaface":  # yunet runs on the CPU whatever --device says
-        from .models.runner import resolve_device
-
-        device = str(resolve_device(cfg.model.device))
-    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, device))
+    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
     tracker = Tracker(cfg.track)
     frames_out = []
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import align
-from .detector import Detector
+from .detector import Detector, to_uint8
 from .frames import Frame, RestoredFace
 
 
@@ -82,8 +82,7 @@ class RestoreStage:
             faces = frame.faces if frame.emit else []
             if not faces:
                 continue
-            image8 = frame.image if frame.image.dtype == np.uint8 else \
-                (frame.image >> 8).astype(np.uint8)
+            image8 = to_uint8(frame.image)
             matrices = [align.face_transform(face.smoothed, self.size) for face in faces]
             jobs += [(frame, face.track_id, m) for face, m in zip(faces, matrices)]
             if self.warp_device is None:
