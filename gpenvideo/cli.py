@@ -7,23 +7,54 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .config import (CODECS, DETECTORS, MASKS, MODELS, PRECISIONS, RestoreConfig, load_config,
                      validate)
-from .errors import GpenVideoError, InputError
+from .errors import Cancelled, GpenVideoError, InputError
+
+# Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
+# a closed terminal (SIGHUP). The exit code is 128 + the signal's number, as the shell reports.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class _ArgParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit 2, like every other bad input."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"gpenvideo: error: {message} (see gpenvideo {self.prog.split()[-1]} "
-                         "--help)\n")
+    def error(self, message: str, prog: str | None = None) -> None:  # type: ignore[override]
+        sys.stderr.write(f"gpenvideo: error: {message} (see {prog or self.prog} --help)\n")
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but leftover arguments point at the help of the (sub)command they
+        were given to, not the top level's."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}",
+                       getattr(parsed, "_help_prog", None))
+        return parsed
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `least` (argparse names the option when it
+    refuses one)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is not valid: give {least} or more")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -39,10 +70,12 @@ def _add_decode(p: argparse.ArgumentParser) -> None:
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
-    p.add_argument("--min-face-size", type=int, help="ignore faces smaller than this (pixels)")
+    p.add_argument("--min-face-size", type=_count(0),
+                   help="ignore faces smaller than this (pixels)")
     p.add_argument("--score-threshold", type=float,
                    help="minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)")
-    p.add_argument("--max-faces", type=int, help="restore at most N faces per frame (largest)")
+    p.add_argument("--max-faces", type=_count(0),
+                   help="restore at most N faces per frame (largest; default 0: all)")
     p.add_argument("--weights-dir", type=Path, help="folder searched first for model files")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
 
@@ -57,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                    help="video files, folders (searched recursively for videos) or .txt lists "
                         "of files")
-    r.add_argument("-o", "--output", type=Path,
-                   help="output file, or folder (mirrors input folders); default: "
+    r.add_argument("-o", "--output",
+                   help="output file, or folder (a name ending in / or without a suffix; "
+                        "created when missing; mirrors input folders); default: "
                         "<name>_restored.<ext> beside each input")
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (also those finished with the same settings)")
@@ -84,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
     r.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
     r.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
-    r.add_argument("--batch-size", type=int, help="faces per GPU batch (default: from memory)")
+    r.add_argument("--batch-size", type=_count(0),
+                   help="faces per GPU batch (default 0: from memory)")
     r.add_argument("--compile", action="store_true", help="torch.compile the network")
     r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
     r.add_argument("--upscale", type=int, choices=(1, 2, 4),
@@ -119,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (wl, wf, wv):
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         p.add_argument("--quiet", "-q", action="store_true", help="print less")
+    for p in (r, t, w, wl, wf, wv):  # the innermost command given sets it last
+        p.set_defaults(_help_prog=p.prog)
     return parser
 
 
@@ -172,7 +209,8 @@ class _WarningPrinter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
         _clear_line()
-        sys.stderr.write(f"gpenvideo: warning: {record.getMessage()}\n")
+        kind = "error" if record.levelno >= logging.ERROR else "warning"
+        sys.stderr.write(f"gpenvideo: {kind}: {record.getMessage()}\n")
 
 
 _progress_shown = False
@@ -190,7 +228,7 @@ def _print_progress(p) -> None:  # p: pipeline.Progress
     total = f"/{p.frames_total}" if p.frames_total else ""
     pct = f" {100 * p.frames_done / p.frames_total:5.1f}%" if p.frames_total else ""
     eta = f" ETA {_hms(p.eta)}" if p.eta is not None else ""
-    faces = f" {p.faces_done / p.elapsed:6.1f} faces/s" if p.faces_done else ""
+    faces = f" {p.faces_per_second:6.1f} faces/s" if p.faces_done else ""
     sys.stderr.write(f"\r\033[K{p.frames_done}{total} frames{pct} {p.fps:6.1f} fps{faces}{eta}")
     sys.stderr.flush()
     _progress_shown = True
@@ -232,21 +270,30 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"skipped {outcome.input}: another gpenvideo run is writing {outcome.output}")
 
     outcomes: list = []
+    report_failed = False
     try:
         outcomes = batch.run_batch(jobs, cfg, identity=args.identity, overwrite=args.overwrite,
                                    progress=_print_progress if show else None,
                                    on_start=on_start,
                                    on_done=lambda o: (outcomes.append(o), on_done(o)),
-                                   ray_address=args.ray)
+                                   ray_address=args.ray, debug=args.debug)
     finally:
-        if several or args.report:
-            prefix = args.report or batch.default_report_prefix(args.inputs, args.output)
-            if outcomes:
+        if (several or args.report) and outcomes:
+            output = Path(args.output) if args.output is not None else None
+            prefix = args.report or batch.default_report_prefix(args.inputs, output)
+            if not args.quiet:
+                print(batch.summary_table(outcomes))
+            try:
                 json_path, csv_path = batch.write_report(outcomes, prefix)
+            except OSError as exc:
+                _clear_line()
+                sys.stderr.write(f"gpenvideo: error: {prefix}: cannot write the report "
+                                 f"({exc.strerror or exc}); give --report a writable place\n")
+                report_failed = True
+            else:
                 if not args.quiet:
-                    print(batch.summary_table(outcomes))
                     print(f"report: {json_path} and {csv_path}")
-    return batch.exit_code(outcomes)
+    return batch.exit_code(outcomes) or (2 if report_failed else 0)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -292,13 +339,38 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.output.exists() and args.output.resolve() == args.input.resolve():
         raise InputError(f"{args.output}: is the input file; choose another output name")
     doc = pipeline.track_video(args.input, cfg)
-    manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
+    try:
+        manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
+    except OSError as exc:
+        error = manifest.filesystem_error(exc, args.input, args.output)
+        if error is None:
+            raise
+        raise error from exc
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
     return 0
 
 
 COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track}
+
+
+def _stop_on_signals(received: list[int]) -> dict[int, object]:
+    """Make STOP_SIGNALS stop the run as Ctrl-C does (KeyboardInterrupt in the main thread, so
+    every thread is stopped and joined, the partial output and the lock removed), recording
+    the signal in `received`; a second one while cleaning up is ignored. Returns the handlers
+    to restore (none when not on the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, stop)
+    return previous
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,18 +380,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("gpenvideo")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    received: list[int] = []
+    previous = _stop_on_signals(received)
     try:
         return COMMANDS[args.command](args)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        _clear_line()
+        text = str(exc) if isinstance(exc, Cancelled) else "interrupted"
+        if received:
+            name = signal.Signals(received[0]).name
+            sys.stderr.write(f"gpenvideo: stopped by {name}: {text}\n")
+            return 128 + received[0]
+        sys.stderr.write(f"gpenvideo: {text}\n")
+        return 130
     except GpenVideoError as exc:
         _clear_line()
         if args.debug:
             raise
         sys.stderr.write(f"gpenvideo: error: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _clear_line()
-        sys.stderr.write("gpenvideo: interrupted\n")
-        return 130
     except Exception as exc:  # an internal failure: say what and how to see more
         _clear_line()
         if args.debug:
@@ -329,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logger.removeHandler(handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 if __name__ == "__main__":  # pragma: no cover

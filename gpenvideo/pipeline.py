@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from . import segments
+from . import manifest, segments
 from .config import EncodeConfig, RestoreConfig, validate
 from .decoder import Decoder, check_input_path
 from .encoder import Encoder, container_for, default_output_suffix
@@ -71,20 +71,31 @@ class IdentityStage:
 class Progress:
     """What a progress callback receives, about once a second and at the end."""
 
-    frames_done: int
+    frames_done: int  # of the whole film, resumed segments included
     frames_total: int  # 0 when unknown
-    elapsed: float  # seconds
-    faces_done: int = 0
+    elapsed: float  # seconds since this run started
+    faces_done: int = 0  # restored faces, resumed segments included
+    frames_resumed: int = 0  # of frames_done, those finished by an earlier, interrupted run
+    faces_resumed: int = 0  # of faces_done, those finished by an earlier run
 
     @property
     def fps(self) -> float:
-        return self.frames_done / self.elapsed if self.elapsed > 0 else 0.0
+        """Frames per second rendered by this run (resumed frames left out)."""
+        rendered = self.frames_done - self.frames_resumed
+        return rendered / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def faces_per_second(self) -> float:
+        """Faces per second restored by this run (resumed faces left out)."""
+        rendered = self.faces_done - self.faces_resumed
+        return rendered / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
-        if not self.frames_total or not self.frames_done:
+        """Seconds left at this run's rate; None until this run has rendered a frame."""
+        if not self.frames_total or self.frames_done <= self.frames_resumed:
             return None
-        return (self.frames_total - self.frames_done) / max(self.fps, 1e-9)
+        return max(self.frames_total - self.frames_done, 0) / max(self.fps, 1e-9)
 
 
 @dataclass
@@ -101,44 +112,111 @@ class RunSummary:
     duration: float = 0.0  # seconds of video
     segments: int = 1  # pieces the film was processed in
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
+    frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames per second rendered by this run (resumed segments left out)."""
+        rendered = self.frames - self.frames_resumed
+        return rendered / self.seconds if self.seconds > 0 else 0.0
+
+
+def is_folder_name(output: str | Path) -> bool:
+    """Whether an output the user gave names a folder: one that exists, or a name ending in a
+    slash or without a suffix (`-o out/`, `-o restored`); such a folder is created when missing."""
+    text = str(output)
+    return (text.endswith(("/", os.sep)) or Path(text).is_dir()
+            or (not Path(text).suffix and not Path(text).exists()))
+
+
+def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[str]]:
+    """The default output of `source`: `<name>_restored.<ext>` in `folder` (default: beside the
+    source), and the notes to tell the user about it. An input in an old container (AVI, DV,
+    MPEG-PS, WebM ...) gets an .mkv output and a note saying so. The one naming rule, for
+    single runs and batches alike."""
+    suffix = default_output_suffix(source)
+    name = f"{source.stem}_restored{suffix}"
+    output = (folder if folder is not None else source.parent) / name
+    notes = []
+    if suffix != source.suffix.lower():
+        notes.append(f"writing {name}: the {source.suffix or 'source'} container cannot hold "
+                     "the re-encoded video with the audio copied; MKV can")
+    return output, notes
 
 
 def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[Path, list[str]]:
-    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source.
+    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source, or in the
+    folder `output` names (see is_folder_name; `run` creates it when missing).
 
-    An input in an old container (AVI, DV, MPEG-PS ...) gets an .mkv output and a note saying so.
-    Raises OutputError if the target is the input itself, exists without `overwrite`, or its
-    folder does not exist; InputError for an output suffix whose container is not supported.
+    Returns the target and notes for the user (see output_name).
+    Raises OutputError if the target is the input itself, exists without `overwrite`, or the
+    folder of a named output file does not exist; InputError for an output suffix whose
+    container is not supported.
     """
     notes: list[str] = []
-    if output is None:
-        suffix = default_output_suffix(source)
-        output = source.with_name(f"{source.stem}_restored{suffix}")
-        if suffix != source.suffix.lower():
-            notes.append(f"writing {output.name}: the {source.suffix or 'source'} container "
-                         "cannot hold the re-encoded video with the audio copied; MKV can")
-    elif output.is_dir():
-        output = output / f"{source.stem}_restored{default_output_suffix(source)}"
+    named_file = output is not None and not is_folder_name(output)
+    if not named_file:
+        output, notes = output_name(source, output)
     if container_for(output) is None:
         raise InputError(f"{output}: unsupported output type {output.suffix!r}; "
-                         "name the output .mkv, .mp4, .mov or .m4v")
+                         "name the output .mkv, .mp4, .mov or .m4v, or a folder")
     if output.resolve() == source.resolve():
         raise OutputError(f"{output}: is the input file; choose another output name")
-    if not output.parent.is_dir():
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OutputError(f"{output}: {output.parent} is a file, not a folder; "
+                          "choose another output folder")
+    if named_file and not output.parent.is_dir():
         raise OutputError(f"{output}: the folder {output.parent} does not exist; create it first")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
     return output, notes
 
 
+PARTIAL_MARK = ".partial-"  # in the names of files being written: .NAME.partial-PID.EXT
+
+
 def temporary_path(output: Path) -> Path:
     """A name beside `output` for writing in progress (renamed over `output` when complete)."""
-    return output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
+    return output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
+
+
+def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
+    """Remove what runs killed while writing `output` left beside it (the temporary output and
+    the manifest's temporary file, `.NAME.partial-PID...`): files of processes no longer alive,
+    or, when the caller holds the output's lock (so no other run can be writing it), all of
+    them except this process's own. Returns the files removed."""
+    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
+    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
+             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
+    removed: list[Path] = []
+    try:
+        entries = list(output.parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        digits = next((path.name[len(pre):len(path.name) - len(suf)] for pre, suf in kinds
+                       if path.name.startswith(pre) and path.name.endswith(suf)), "")
+        if not digits.isdigit() or int(digits) == os.getpid():
+            continue
+        if not locked and _pid_alive(int(digits)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 StageFactory = Callable[[VideoInfo], list[Stage]]
@@ -171,6 +249,8 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     target, notes = resolve_output(source, Path(output) if output else None, overwrite)
     for note in notes:
         log.warning("%s", note)
+    target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
+    remove_stale_partials(target, locked=False)
     started = time.monotonic()
     factory = stages or (lambda info: [])
     with Decoder(source, cfg.decode) as probe:
@@ -211,11 +291,21 @@ class _Clock:
         self.started, self.total, self.callback = started, total, callback
         self.frames = 0  # frames written by finished pieces
         self.faces = 0
+        self.frames_resumed = 0  # of those, frames of pieces an earlier run finished
+        self.faces_resumed = 0
+
+    def resumed(self, frames: int, faces: int) -> None:
+        """Count a piece finished by an earlier run (done, but not rendered by this one)."""
+        self.frames += frames
+        self.faces += faces
+        self.frames_resumed += frames
+        self.faces_resumed += faces
 
     def report(self, frames: int = 0, faces: int = 0) -> None:
         if self.callback:
             self.callback(Progress(self.frames + frames, self.total,
-                                   time.monotonic() - self.started, self.faces + faces))
+                                   time.monotonic() - self.started, self.faces + faces,
+                                   self.frames_resumed, self.faces_resumed))
 
 
 def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: EncodeConfig,
@@ -284,8 +374,10 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
         if counts is None:
             todo.append(piece)
         else:
-            finished(counts)
+            _add_counts(summary, counts, counts.get("notes", []))
+            clock.resumed(counts["frames"], counts["faces"])
             summary.segments_resumed += 1
+            summary.frames_resumed += counts["frames"]
 
     try:
         if executor is not None:
