@@ -212,10 +212,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
             pipeline.remove_stale_partials(target, locked=True)  # left by a kill -9
             written = False  # the output is in place (its manifest is not yet)
             try:
-                for note in notes:
-                    log.warning("%s", note)
                 summary = _restore_one(job.source, target, cfg, identity, overwrite, settings,
-                                       stages, progress)
+                                       stages, progress, notes)
                 written = True
                 summary.notes[:0] = [n for n in notes if n not in summary.notes]
                 doc = _summary_doc(summary)
@@ -311,8 +309,13 @@ def _model_files(cfg: RestoreConfig) -> list[Path]:
 
 def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
                  overwrite: bool, settings: str, stages: dict,
-                 progress: pipeline.ProgressCallback | None) -> pipeline.RunSummary:
+                 progress: pipeline.ProgressCallback | None,
+                 notes: list[str]) -> pipeline.RunSummary:
+    """Restore one file into `target`; `notes` (about the output's name) are logged once the
+    input and output are known to be usable."""
     pipeline.check_restorable(source, target, cfg, overwrite)  # before loading a model
+    for note in notes:
+        log.warning("%s", note)
     factory, size_for, context = None, None, None
     if stages["ray"] is not None:
         if "executor" not in stages:

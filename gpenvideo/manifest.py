@@ -196,6 +196,12 @@ def filesystem_error(exc: OSError, source: Path, output: Path) -> GpenVideoError
                               "make it readable")
         return None
     folder = output.parent
+    if name is not None and Path(name).resolve() in (folder.resolve(), *folder.resolve().parents):
+        if code in NOT_WRITABLE:  # creating the output folder (or one above it) was refused
+            return OutputError(f"{name}: cannot create this output folder ({os.strerror(code)}); "
+                               f"make {Path(name).parent} writable or choose another output "
+                               "folder with -o")
+        return None
     if name is not None and Path(name).resolve().parent not in (
             folder.resolve(), folder.resolve() / f".{output.name}.gpenvideo-work"):
         return None  # another file (a model, a cache): not the output's fault

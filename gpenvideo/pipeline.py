@@ -400,6 +400,8 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
                 clock.report()
     except (Cancelled, KeyboardInterrupt):
         done = sum(1 for p in pieces if work.done(p.number) is not None)
+        if not done:
+            raise Cancelled(f"{source}: interrupted; no output was written") from None
         raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
                         f"{work.path}; run the same command again to resume") from None
     _concatenate(info, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)

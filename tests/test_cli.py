@@ -129,6 +129,25 @@ def test_a_read_only_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys,
     assert sorted(os.listdir(src_dir)) == ["film.mp4"] and os.listdir(out_dir) == []
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
+    real_mkdir = os.mkdir
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == tmp_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    assert main(["restore", str(src), "-o", str(tmp_path / "new" / "er") + "/",
+                 "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpenvideo: error: {tmp_path / 'new'}: cannot create this output folder "
+                   f"(Permission denied); make {tmp_path} writable or choose another output "
+                   "folder with -o")
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
 def test_a_file_too_large_fails_that_file_only(tmp_path, capsys):
     """A real EFBIG (RLIMIT_FSIZE with SIGXFSZ ignored) in the middle of a segmented film."""
     noise = np.random.default_rng(0).integers(0, 256, (75, 144, 192, 3), dtype=np.uint8)
