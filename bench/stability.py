@@ -27,7 +27,7 @@ from gpenvideo.decoder import Decoder
 from gpenvideo.detector import Detector, RetinaFaceDetector, YuNetDetector
 from gpenvideo.frames import Frame
 from gpenvideo.pipeline import run_chain
-from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, hanning, rigid_patch
+from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, crop_motion
 from gpenvideo.restorer import DetectStage
 from gpenvideo.tracker import Tracker, eye_distance, smooth_path
 
@@ -87,29 +87,6 @@ def synthetic(seed: int = 0, frames: int = 250, noise: float = 0.025) -> tuple[n
     truth += np.stack([x, y], -1)[:, None, :]
     raw = truth + rng.normal(0, noise * 60.0, truth.shape)
     return truth, raw
-
-
-MEASURE_SIZE = 256  # crops are measured at 256 px (the registration itself works at 128)
-MIN_RESPONSE = 0.1  # pairs of crops whose phase correlation failed (raw landmarks) are left out
-
-
-def crop_motion(images: list[np.ndarray], matrices: list[np.ndarray | None]) -> float:
-    """RMS shift between consecutive aligned crops over the rigid part of the face (brows,
-    eyes, nose), by phase correlation, in template eye distances. matrices: frame -> 512
-    template crop per frame (None: no face; the pair is skipped). Pairs whose correlation
-    failed (response < MIN_RESPONSE: a few with the raw landmarks' jumps) are left out."""
-    shifts, prev, window = [], None, None
-    for image, m in zip(images, matrices):
-        patch = None if m is None else rigid_patch(image, m, MEASURE_SIZE)
-        if patch is not None and prev is not None:
-            window = hanning(patch.shape) if window is None else window
-            (dx, dy), response = cv2.phaseCorrelate(prev - prev.mean(), patch - patch.mean(),
-                                                    window)
-            if response >= MIN_RESPONSE:
-                shifts.append((dx, dy))
-        prev = patch
-    d = np.asarray(shifts)
-    return float(np.sqrt((d ** 2).sum(1).mean()) / (TEMPLATE_EYE_DISTANCE * MEASURE_SIZE / 512))
 
 
 def alignments(frames: list[Frame], register: RegisterConfig) -> tuple[dict, float]:

@@ -175,6 +175,29 @@ def landmark_matrix(face: TrackedFace) -> np.ndarray:
     return align.face_transform(face.smoothed, TEMPLATE_SIZE)
 
 
+def crop_motion(images: list[np.ndarray], matrices: list[np.ndarray | None],
+                size: int = 256, min_response: float = 0.1) -> float:
+    """How much the face still moves inside its aligned crop: the RMS shift between
+    consecutive crops over the rigid part of the face (RIGID_BOX), by phase correlation at
+    `size` px per template, in template eye distances. images: the frames; matrices: frame ->
+    512 crop per frame (None: no face there; the pairs with it are skipped). Pairs whose
+    correlation failed (response < min_response) are left out. Raises ValueError when no pair
+    is left."""
+    shifts, prev, window = [], None, None
+    for image, m in zip(images, matrices):
+        patch = None if m is None else rigid_patch(image, m, size)
+        if patch is not None and prev is not None:
+            window = hanning(patch.shape) if window is None else window
+            shift, response = measure_shift(prev, patch, window)
+            if response >= min_response:
+                shifts.append(shift)
+        prev = patch
+    if not shifts:
+        raise ValueError("no two consecutive crops to compare")
+    d = np.asarray(shifts)
+    return float(np.sqrt((d ** 2).sum(1).mean()) / (TEMPLATE_EYE_DISTANCE * size / 512))
+
+
 class Registrar:
     """The registration stage: takes the Tracker's frames (image and faces) in order and hands
     them on `lookahead` frames later with each face's `matrix` set (frame -> 512 crop)."""
@@ -210,6 +233,8 @@ class Registrar:
     def flush(self) -> Iterable[Frame]:
         out = [self._release(f) for f in self._buffer]
         self._buffer.clear()
+        self._patches.clear()
+        self._pairs.clear()
         return out
 
     def _release(self, frame: Frame) -> Frame:
