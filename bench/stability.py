@@ -1,5 +1,12 @@
-"""Landmark stability of the tracker's smoothing on real footage (../shared/media).
+"""Stability of the aligned face crops and of the tracker's landmarks on real footage
+(../shared/media) and on a synthetic clip with a known path.
 
+in-crop motion (always): the RMS shift between consecutive aligned crops over the brows, eyes
+and nose (phase correlation, template eye distances) for crops from the raw landmarks, a
+9-frame Savitzky-Golay filter of them, the tracker's smoother alone and the full alignment
+(smoother + crop registration), and the registration's cost per face.
+
+With --landmarks, also the landmark table:
 jitter: RMS of the second difference of the landmarks over time, in inter-ocular distances
 (IOD); what remains after smoothing, relative to the raw detections, is the jitter reduction.
 bias: mean distance between smoothed and raw landmarks, in IOD (how far smoothing moves the
@@ -9,7 +16,7 @@ picture motion: the jitter of the picture itself around the eyes and nose, from 
 correlation of consecutive frames (no detector involved): the share of the raw jitter that is
 genuine motion of the footage, which no smoother can remove without moving the points.
 
-    python bench/stability.py [--detector yunet|retinaface] [clip ...]
+    python bench/stability.py [--detector yunet|retinaface] [--landmarks] [clip ...]
 """
 
 from __future__ import annotations
@@ -171,8 +178,9 @@ def decode(clip: Path, detector: Detector) -> list[Frame]:
 def crop_motion_table(clips: list[Path], detector: Detector) -> None:
     """The in-crop residual motion table (and the registration's cost)."""
     register = RegisterConfig()
-    print("| clip | alignment | in-crop motion (eye distances) | vs Savitzky-Golay 9 |")
-    print("| --- | --- | --- | --- |")
+    print("| clip | alignment | in-crop motion (eye distances) | vs Savitzky-Golay 9 | "
+          "pairs left out |")
+    print("| --- | --- | --- | --- | --- |")
     frames, truth = synthetic_clip()
     runs = [("synthetic (known path)", frames)] + [
         (c.stem.replace("sadtalker_WDA_", ""), decode(c, detector)) for c in clips]
@@ -183,10 +191,11 @@ def crop_motion_table(clips: list[Path], detector: Detector) -> None:
         costs.append(cost)
         if name.startswith("synthetic"):
             found["true path"] = truth
-        ref = crop_motion(images, found["Savitzky-Golay 9"])
+        ref, _ = crop_motion(images, found["Savitzky-Golay 9"])
         for label, matrices in found.items():
-            motion = crop_motion(images, matrices)
-            print(f"| {name} | {label} | {motion:.4f} | {motion / ref:.2f}x |", flush=True)
+            motion, left_out = crop_motion(images, matrices)
+            print(f"| {name} | {label} | {motion:.4f} | {motion / ref:.2f}x | {left_out} |",
+                  flush=True)
     print(f"\nregistration: {np.mean(costs):.2f} ms per face (patch at {register.size} px, "
           f"window {register.window})")
     image = frames[0].image

@@ -74,8 +74,8 @@ class RegisterConfig:
     size: int = 128  # px of the 512 template the registration patch is measured at
     max_shift: float = 0.08  # largest correction, in template eye distances
     max_motion: float = 0.05  # eye distances per frame of in-crop motion still trusted
-    min_response: float = 0.15  # phase-correlation response below which a neighbour is ignored
-    full_response: float = 0.4  # response from which a neighbour counts fully
+    min_response: float = 0.25  # phase-correlation response below which a neighbour is ignored
+    full_response: float = 0.7  # response from which a neighbour counts fully
 
 
 @dataclass(frozen=True)

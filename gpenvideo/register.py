@@ -53,13 +53,14 @@ def rigid_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     over = int(min(4, max(1, np.ceil(1.0 / max(scale, 1e-6) - 0.25))))
     if over > 1:
         m *= over
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    patch = cv2.warpAffine(grey, m, (w * over, h * over), flags=cv2.INTER_LINEAR,
+    patch = cv2.warpAffine(image, m, (w * over, h * over), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
+    if patch.ndim == 3:  # grey after the warp: only the patch's pixels are converted
+        patch = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
     if over > 1:
         patch = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
     patch = patch.astype(np.float32)
-    if grey.dtype == np.uint16:
+    if image.dtype == np.uint16:
         patch *= 1.0 / 257.0
     return patch
 
@@ -176,26 +177,31 @@ def landmark_matrix(face: TrackedFace) -> np.ndarray:
 
 
 def crop_motion(images: list[np.ndarray], matrices: list[np.ndarray | None],
-                size: int = 256, min_response: float = 0.1) -> float:
+                size: int = 256, min_response: float = 0.1,
+                max_step: float = 0.25) -> tuple[float, int]:
     """How much the face still moves inside its aligned crop: the RMS shift between
     consecutive crops over the rigid part of the face (RIGID_BOX), by phase correlation at
     `size` px per template, in template eye distances. images: the frames; matrices: frame ->
     512 crop per frame (None: no face there; the pairs with it are skipped). Pairs whose
-    correlation failed (response < min_response) are left out. Raises ValueError when no pair
-    is left."""
-    shifts, prev, window = [], None, None
+    correlation failed (response < min_response, or a peak more than `max_step` eye distances
+    away: a wrong peak, seen with raw landmarks' rotation jumps) are left out. Returns the RMS
+    and how many pairs were left out. Raises ValueError when no pair is left."""
+    unit = TEMPLATE_EYE_DISTANCE * size / 512
+    shifts, prev, window, left_out = [], None, None, 0
     for image, m in zip(images, matrices):
         patch = None if m is None else rigid_patch(image, m, size)
         if patch is not None and prev is not None:
             window = hanning(patch.shape) if window is None else window
             shift, response = measure_shift(prev, patch, window)
-            if response >= min_response:
+            if response >= min_response and np.linalg.norm(shift) <= max_step * unit:
                 shifts.append(shift)
+            else:
+                left_out += 1
         prev = patch
     if not shifts:
         raise ValueError("no two consecutive crops to compare")
     d = np.asarray(shifts)
-    return float(np.sqrt((d ** 2).sum(1).mean()) / (TEMPLATE_EYE_DISTANCE * size / 512))
+    return float(np.sqrt((d ** 2).sum(1).mean()) / unit), left_out
 
 
 class Registrar:

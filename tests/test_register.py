@@ -17,7 +17,8 @@ from gpenvideo.decoder import Decoder
 from gpenvideo.detector import create_detector
 from gpenvideo.frames import Frame, TrackedFace
 from gpenvideo.pipeline import run_chain
-from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, crop_motion, landmark_matrix
+from gpenvideo.register import (TEMPLATE_EYE_DISTANCE, Registrar, crop_motion,
+                                landmark_matrix)
 from gpenvideo.restorer import DetectStage
 from gpenvideo.tracker import Tracker
 
@@ -49,9 +50,10 @@ def test_registration_holds_the_face_still_in_its_crop(tracked):
     raw = np.stack([f.faces[0].raw if f.faces[0].raw is not None else f.faces[0].smoothed
                     for f in tracked]).astype(np.float64)
     sg = savgol_filter(raw, 9, 2, axis=0, mode="interp")
-    savgol = crop_motion(images, [align.face_transform(p, 512) for p in sg])
-    smoother = crop_motion(images, [landmark_matrix(f.faces[0]) for f in tracked])
-    full = crop_motion(images, [f.faces[0].matrix for f in out])
+    savgol, _ = crop_motion(images, [align.face_transform(p, 512) for p in sg])
+    smoother, _ = crop_motion(images, [landmark_matrix(f.faces[0]) for f in tracked])
+    full, left_out = crop_motion(images, [f.faces[0].matrix for f in out])
+    assert left_out == 0
     assert full < 0.7 * savgol
     assert full < 0.7 * smoother
     # corrections stay within the clamp, relative to each frame's own landmark transform
