@@ -67,8 +67,8 @@ def rigid_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
 def measure_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, float]:
     """Phase correlation of two patches: (dx, dy) float64 such that b(x) ~ a(x - (dx, dy)) (the
-    content moved by that much from a to b), in patch pixels, and the peak's response (0..1,
-    the share of the energy that moved together: low for an occluder, blur, a turn)."""
+    content moved by that much from a to b), in patch pixels, and the peak's response (about
+    0..1, the share of the energy that moved together: low for an occluder, blur, a turn)."""
     (dx, dy), response = cv2.phaseCorrelate(a - a.mean(), b - b.mean(), window)
     return np.array([dx, dy]), float(response)
 
@@ -93,8 +93,8 @@ def local_offset(offsets: np.ndarray, shifts: np.ndarray, weights: np.ndarray) -
     return (swtt * swy - swt * swty) / det
 
 
-def register_track(patches: list[np.ndarray | None], cfg: RegisterConfig,
-                   shift_of=None) -> tuple[np.ndarray, np.ndarray]:
+def register_track(patches: list[np.ndarray | None],
+                   cfg: RegisterConfig) -> tuple[np.ndarray, np.ndarray]:
     """Corrections of one track's consecutive frames, offline (what the stage computes frame
     by frame): patches from `rigid_patch` (None where the face is absent). Returns (T, 2)
     float64 shifts in 512-template pixels to add to each frame's crop translation, and (T,)
@@ -109,7 +109,8 @@ def register_track(patches: list[np.ndarray | None], cfg: RegisterConfig,
             continue
         if window is None:
             window = hanning(patches[t].shape)
-        near = {s - t: patches[s] for s in range(max(0, t - half), min(len(patches), t + half + 1))}
+        near = {s - t: patches[s]
+                for s in range(max(0, t - half), min(len(patches), t + half + 1))}
         out[t], conf[t] = correction(t, near, cfg, pairs, window)
     return out, conf
 
@@ -220,8 +221,7 @@ class Registrar:
         self._patches: dict[int, dict[int, np.ndarray]] = {}  # frame -> track -> patch
         self._pairs: dict[int, dict[tuple[int, int], tuple[np.ndarray, float]]] = {}
         self._window: np.ndarray | None = None
-        self.faces_registered = 0  # faces whose crop registration moved
-        self.notes: list[str] = []
+        self.faces_registered = 0  # faces whose crop the registration moved
 
     def process(self, frame: Frame) -> Iterable[Frame]:
         """Take one frame with `faces` set; return the frames now final (`lookahead` back)."""
@@ -231,17 +231,17 @@ class Registrar:
             f.track_id: rigid_patch(frame.image, landmark_matrix(f), self.cfg.size)
             for f in frame.faces}
         self._buffer.append(frame)
-        out = []
-        while len(self._buffer) > self.lookahead:
-            out.append(self._release(self._buffer.popleft()))
-        return out
+        return self._release_down_to(self.lookahead)
 
     def flush(self) -> Iterable[Frame]:
-        out = [self._release(f) for f in self._buffer]
-        self._buffer.clear()
+        out = self._release_down_to(0)
         self._patches.clear()
         self._pairs.clear()
         return out
+
+    def _release_down_to(self, held: int) -> list[Frame]:
+        """Release the oldest frames until `held` are left."""
+        return [self._release(self._buffer.popleft()) for _ in range(len(self._buffer) - held)]
 
     def _release(self, frame: Frame) -> Frame:
         t = frame.index
