@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
     t.add_argument("input", type=Path, help="video file")
     t.add_argument("-o", "--output", type=Path, required=True, help="JSON file to write")
+    t.add_argument("--model", choices=MODELS,
+                   help="GPEN model whose crop size the transforms are for (default gpen-bfr-2048)")
+    t.add_argument("--weights", type=Path,
+                   help="a GPEN checkpoint whose crop size the transforms are for")
     _add_decode(t)
     _add_detect(t)
     _add_common(t)

@@ -68,6 +68,17 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class RegisterConfig:
+    enabled: bool = True  # register the aligned crop over time (False: landmark transform only)
+    window: int = 17  # frames in the centered window of neighbours registered against (odd)
+    size: int = 128  # px of the 512 template the registration patch is measured at
+    max_shift: float = 0.08  # largest correction, in template eye distances
+    max_motion: float = 0.05  # eye distances per frame of in-crop motion still trusted
+    min_response: float = 0.25  # phase-correlation response below which a neighbour is ignored
+    full_response: float = 0.7  # response from which a neighbour counts fully
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     model: str = "gpen-bfr-2048"  # one of MODELS, found through the weights lookup
     weights: str | None = None  # a GPEN checkpoint path; overrides `model`
@@ -102,6 +113,7 @@ class RestoreConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -141,6 +153,13 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:
         raise InputError("track.smoothing_cutoff must be above 0 and at most 1")
+    reg = cfg.register
+    if reg.window < 1 or reg.window % 2 == 0:
+        raise InputError("register.window must be an odd number >= 1")
+    if reg.size < 32:
+        raise InputError("register.size must be at least 32")
+    if not 0.0 <= reg.min_response < reg.full_response <= 1.0:
+        raise InputError("register.min_response must be below register.full_response (0..1)")
     return cfg
 
 

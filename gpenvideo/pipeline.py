@@ -553,6 +553,7 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     from .detector import create_detector
     from .models import weights
     from .models.runner import GPENRunner
+    from .register import Registrar
     from .restorer import DetectStage, RestoreStage
     from .tracker import Tracker
 
@@ -575,7 +576,7 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     size = runner.size
 
     def factory(info: VideoInfo) -> list[Stage]:
-        return [DetectStage(detector), Tracker(cfg.track),
+        return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
                 RestoreStage(runner.restore, size, runner.batch_size,
                              runner.device if runner.device.type == "cuda" else None, parser),
                 Compositor(cfg.composite, size, strength)]
@@ -590,10 +591,25 @@ def output_size(cfg: RestoreConfig) -> SizeFor:
 
 
 def tracking_context(cfg: RestoreConfig) -> int:
-    """The `context` of the restore stages (the tracker's), without loading any model."""
+    """The `context` of the restore stages (the tracker's and, on top of it, the crop
+    registration's: a frame's crop depends on its neighbours' faces), without loading any
+    model."""
+    from .register import Registrar
     from .tracker import Tracker
 
-    return Tracker(cfg.track).context
+    return Tracker(cfg.track).context + Registrar(cfg.register).context
+
+
+def model_crop_size(cfg: RestoreConfig) -> int:
+    """The size S of the crops the chosen model restores: from the checkpoint's shapes when
+    --weights names one (its tensors are read, no model is built), else from the model's entry
+    in the weights registry (no file needed). Raises WeightsError for an unusable checkpoint."""
+    from .models import weights
+
+    if cfg.model.weights:
+        path = cfg.model.weights
+        return weights.infer_config(weights.read_state_dict(path), path).size
+    return int(weights.lookup(cfg.model.model).size or 512)
 
 
 def check_restorable(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
@@ -629,13 +645,17 @@ def run_chain(frames: Iterable[Frame], chain: list[Stage]) -> Iterator[Frame]:
 
 
 def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
-    """Detect and track the faces of `source`. Returns the `gpenvideo track` JSON document:
-    {"frames": [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score"}]}]}."""
+    """Detect and track the faces of `source` and register their crops. Returns the
+    `gpenvideo track` JSON document: {"crop_size": S, "frames": [{"pts": seconds, "faces":
+    [{"track", "box", "raw", "smoothed", "score", "transform"}]}]}, where "transform" is the
+    2x3 matrix from upright source pixels to the S x S aligned crop the restorer cuts."""
     from .detector import create_detector
+    from .register import Registrar, landmark_matrix
     from .restorer import DetectStage
     from .tracker import Tracker
 
     cfg = validate(cfg or RestoreConfig())
+    crop_size = model_crop_size(cfg)
     detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
     tracker = Tracker(cfg.track)
     frames_out = []
@@ -646,12 +666,15 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
             "faces": [{"track": f.track_id, "box": [round(float(v), 2) for v in f.box],
                        "raw": None if f.raw is None else np.round(f.raw, 2).tolist(),
                        "smoothed": np.round(f.smoothed, 2).tolist(),
-                       "score": round(float(f.score), 4)} for f in frame.faces]})
+                       "score": round(float(f.score), 4),
+                       "transform": [[round(float(v), 6) for v in row] for row in
+                                     (landmark_matrix(f) if f.matrix is None else f.matrix)
+                                     * (crop_size / 512)]} for f in frame.faces]})
 
     with Decoder(source, cfg.decode) as decoder:
         info = decoder.info
-        for frame in run_chain(decoder.frames(), [detect, tracker]):
+        for frame in run_chain(decoder.frames(), [detect, tracker, Registrar(cfg.register)]):
             record(frame)
     return {"source": str(source), "width": info.width, "height": info.height,
-            "tracks": tracker.tracks_confirmed, "frames": frames_out}
+            "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out}
 
