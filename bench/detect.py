@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from gpenvideo.config import DetectConfig
-from gpenvideo.decoder import Decoder
+from gpenvideo.media import Decoder
 from gpenvideo.detector import YuNetDetector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -15,7 +15,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from gpenvideo import pipeline  # noqa: E402
+from gpenvideo import segments  # noqa: E402
 from gpenvideo.config import RestoreConfig  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     n = plain(src, tmp / "plain.mp4")
     t_plain = time.perf_counter() - t
     t = time.perf_counter()
-    summary = pipeline.run(src, tmp / "ours.mp4", RestoreConfig())
+    summary = segments.run(src, tmp / "ours.mp4", RestoreConfig())
     t_ours = time.perf_counter() - t
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores")

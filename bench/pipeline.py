@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from io_bench import plain  # noqa: E402
-from gpenvideo import pipeline  # noqa: E402
+import gpenvideo  # noqa: E402
 from gpenvideo.config import RestoreConfig  # noqa: E402
 from gpenvideo.models import runner as runner_module  # noqa: E402
 from gpenvideo.models.gpen import GPEN  # noqa: E402
@@ -109,7 +109,8 @@ def main() -> None:
         t_plain = time.perf_counter() - t
         busy["seconds"] = 0.0
         t = time.perf_counter()
-        summary = pipeline.restore_video(clip, tmp / f"out-{clip.stem}.mp4", cfg, overwrite=True)
+        summary = gpenvideo.restore_video(clip, tmp / f"out-{clip.stem}.mp4", config=cfg,
+                                          overwrite=True)
         t_ours = time.perf_counter() - t
         print(f"| {clip.name} | {n} | {n / t_plain:.1f} | {summary.frames / t_ours:.2f} | "
               f"{summary.faces / t_ours:.2f} | {100 * busy['seconds'] / t_ours:.0f}% | "

@@ -30,12 +30,12 @@ from scipy.signal import savgol_filter
 
 from gpenvideo import align
 from gpenvideo.config import DetectConfig, RegisterConfig, TrackConfig
-from gpenvideo.decoder import Decoder
+from gpenvideo.media import Decoder
 from gpenvideo.detector import Detector, RetinaFaceDetector, YuNetDetector
 from gpenvideo.frames import Frame
-from gpenvideo.pipeline import run_chain
+from gpenvideo.engine import run_chain
 from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, crop_motion
-from gpenvideo.restorer import DetectStage
+from gpenvideo.detector import DetectStage
 from gpenvideo.tracker import Tracker, eye_distance, smooth_path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

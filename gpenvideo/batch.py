@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import manifest, pipeline, segments
+from . import api, engine, manifest, outputs, segments
 from .config import RestoreConfig, validate
 from .errors import Cancelled, GpenVideoError, InputError, OutputError
 
@@ -60,10 +60,10 @@ def collect(inputs: list[Path], output: str | Path | None) -> list[Job]:
     """The files to restore and where each goes. Folders are searched recursively for video
     extensions (hidden entries, the output folder and files that are our own outputs are left
     out); a .txt/.lst file lists one path per line (# comments; relative to the list's folder).
-    `output` names a folder when pipeline.is_folder_name says so (`out/`, `restored`); pass the
+    `output` names a folder when outputs.is_folder_name says so (`out/`, `restored`); pass the
     user's text as it was typed, since a Path drops the trailing slash.
     Raises InputError for an input that does not exist or a folder with no video."""
-    folder = output is not None and pipeline.is_folder_name(output)
+    folder = output is not None and outputs.is_folder_name(output)
     output = Path(output) if output is not None else None
     many = len(inputs) > 1 or any(p.is_dir() or _is_list(p) for p in inputs)
     if many and output is not None and output.exists() and not output.is_dir():
@@ -125,18 +125,15 @@ def _videos_in(folder: Path, output: Path | None) -> list[Path]:
 
 def target_for(job: Job) -> tuple[Path, list[str]]:
     """The output file of a job and the notes to tell the user about its name (an old
-    container's input gets an .mkv output: pipeline.output_name, as for a single run). The
+    container's input gets an .mkv output: outputs.output_name, as for a single run). The
     folder in job.output is created when missing, by the caller."""
     if job.output is not None and not job.into:
         return job.output, []
-    return pipeline.output_name(job.source, job.output)
-
-
-Runner = Callable[[Path, Path, RestoreConfig, str, bool], pipeline.RunSummary]
+    return outputs.output_name(job.source, job.output)
 
 
 def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
-              overwrite: bool = False, progress: pipeline.ProgressCallback | None = None,
+              overwrite: bool = False, progress: engine.ProgressCallback | None = None,
               on_start: Callable[[int, int, Path], None] | None = None,
               on_done: Callable[[Outcome], None] | None = None,
               ray_address: str | None = None, debug: bool = False) -> list[Outcome]:
@@ -150,17 +147,14 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     one); None renders here."""
     cfg = validate(cfg)
     stages: dict[str, Any] = {"ray": ray_address}  # the model or Ray workers, made on first use
-    if identity:
-        settings = manifest.settings_digest(cfg, mode="identity")
-    else:
-        settings = manifest.settings_digest(cfg, _model_files(cfg))
+    settings = api.settings_digest(cfg, identity)
     outcomes = []
     try:
         for number, job in enumerate(jobs, 1):
             if on_start:
                 on_start(number, len(jobs), job.source)
-            outcome, error = _run_job(job, cfg, identity, overwrite, settings, stages,
-                                      progress, debug)
+            outcome, error, _ = _run_job(job, cfg, identity, overwrite, settings, stages,
+                                         progress, debug)
             outcomes.append(outcome)
             if on_done:
                 on_done(outcome)
@@ -179,11 +173,34 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     return outcomes
 
 
+def run_one(job: Job, cfg: RestoreConfig, *, identity: bool = False, overwrite: bool = False,
+            progress: engine.ProgressCallback | None = None) -> tuple[Outcome, engine.RunSummary]:
+    """Restore one job as the command does (lock, skip when complete, manifest), for the
+    library (api.restore_video). Returns the outcome and the run's summary (for a skipped,
+    complete output: one made from its manifest, with every segment counted as resumed).
+    Raises the job's error (see _user_error); OutputError when another run holds the output."""
+    cfg = validate(cfg)
+    settings = api.settings_digest(cfg, identity)
+    outcome, error, summary = _run_job(job, cfg, identity, overwrite, settings, {"ray": None},
+                                       progress, False)
+    if error is not None:
+        raise error
+    if outcome.status == "busy":
+        raise OutputError(f"{outcome.output}: another gpenvideo run is writing it; wait for it")
+    if summary is None:  # skipped: complete from an earlier run
+        summary = engine.RunSummary(input=outcome.input, output=outcome.output,
+                                    frames=outcome.frames, faces=outcome.faces,
+                                    tracks=outcome.tracks, duration=outcome.duration,
+                                    frames_resumed=outcome.frames, segments_resumed=1,
+                                    notes=list(outcome.warnings))
+    return outcome, summary
+
+
 def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, settings: str,
-             stages: dict, progress: pipeline.ProgressCallback | None,
-             debug: bool) -> tuple[Outcome, Exception | None]:
-    """Restore one job. Returns its outcome and, when it failed, the error to report (see
-    _user_error); Cancelled and KeyboardInterrupt propagate. A failed job leaves nothing behind:
+             stages: dict, progress: engine.ProgressCallback | None, debug: bool
+             ) -> tuple[Outcome, Exception | None, engine.RunSummary | None]:
+    """Restore one job. Returns its outcome, when it failed the error to report (see
+    _user_error), and when it ran the summary; Cancelled and KeyboardInterrupt propagate. A failed job leaves nothing behind:
     no output, temporary file, lock, manifest, work folder without a finished segment, nor an
     output folder this job created."""
     outcome = Outcome(input=str(job.source), status="failed")
@@ -203,17 +220,17 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
             outcome.status = "busy"
             outcome.warnings.append(f"another gpenvideo run is writing {target}; left to it")
             log.warning("%s: another gpenvideo run is writing %s; skipped", job.source, target)
-            return outcome, None
+            return outcome, None, None
         with lock:
             if not overwrite and manifest.is_complete(target, job.source, settings):
                 outcome.status = "skipped"
                 _fill_from_manifest(outcome, target)
-                return outcome, None
-            pipeline.remove_stale_partials(target, locked=True)  # left by a kill -9
+                return outcome, None, None
+            outputs.remove_stale_partials(target, locked=True)  # left by a kill -9
             written = False  # the output is in place (its manifest is not yet)
             try:
-                summary = _restore_one(job.source, target, cfg, identity, overwrite, settings,
-                                       stages, progress, notes)
+                summary = _restore_one(job.source, target, cfg, identity, overwrite, stages,
+                                       progress, notes)
                 written = True
                 summary.notes[:0] = [n for n in notes if n not in summary.notes]
                 doc = _summary_doc(summary)
@@ -240,8 +257,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
                 folder.rmdir()  # only while empty
             except OSError:
                 break
-        return outcome, error
-    return outcome, None
+        return outcome, error, None
+    return outcome, None, summary
 
 
 def _make_folders(folder: Path) -> list[Path]:
@@ -284,58 +301,35 @@ def _internal_line(source: Path, exc: BaseException) -> str:
     return f"{source}: internal error: {type(exc).__name__}{': ' + text if text else ''}"
 
 
-def _model_files(cfg: RestoreConfig) -> list[Path]:
-    """The files whose weights shape the output: the GPEN checkpoint, the detector's model and,
-    with --mask parsing, ParseNet's. One not found is left out: loading it reports the remedy."""
-    from .detector import weights_name
-    from .models import weights
-
-    names = [weights_name(cfg.detect)]
-    if cfg.composite.mask == "parsing":
-        names.append("parsenet")
-    files = []
-    if cfg.model.weights:
-        if Path(cfg.model.weights).is_file():
-            files.append(Path(cfg.model.weights))
-    else:
-        names.insert(0, cfg.model.model)
-    for name in names:
-        try:
-            files.append(weights.find(name, cfg.model.weights_dir))
-        except GpenVideoError:
-            pass
-    return files
-
-
 def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
-                 overwrite: bool, settings: str, stages: dict,
-                 progress: pipeline.ProgressCallback | None,
-                 notes: list[str]) -> pipeline.RunSummary:
+                 overwrite: bool, stages: dict, progress: engine.ProgressCallback | None,
+                 notes: list[str]) -> engine.RunSummary:
     """Restore one file into `target`; `notes` (about the output's name) are logged once the
-    input and output are known to be usable."""
-    pipeline.check_restorable(source, target, cfg, overwrite)  # before loading a model
-    for note in notes:
-        log.warning("%s", note)
-    factory, size_for, context = None, None, None
-    if stages["ray"] is not None:
-        if "executor" not in stages:
-            from .distributed import RayExecutor
+    input and output are known to be usable. The source is opened once, before any model is
+    loaded (segments.prepare); `stages` keeps the loaded recipe or the Ray executor for the
+    next file."""
+    with segments.prepare(source, target, cfg, overwrite) as plan:
+        for note in notes:
+            log.warning("%s", note)
+        executor = None
+        if stages["ray"] is not None:
+            if "executor" not in stages:
+                from .distributed import RayExecutor
 
-            stages["executor"] = RayExecutor(cfg, stages["ray"], identity=identity)
-        if not identity:  # the workers hold the model; here only the sizes are needed
-            size_for = pipeline.output_size(cfg)
-            context = pipeline.tracking_context(cfg)
-    elif not identity:
-        if "factory" not in stages:
-            stages["factory"] = pipeline.build_restore_stages(cfg)
-        factory, size_for = stages["factory"]
-        context = pipeline.tracking_context(cfg)
-    return pipeline.run(source, target, cfg, factory, overwrite=overwrite, progress=progress,
-                        size_for=size_for, settings=settings, executor=stages.get("executor"),
-                        context=context)
+                stages["executor"] = RayExecutor(cfg, stages["ray"], identity=identity)
+            executor = stages["executor"]
+            # the workers hold the model; here only the sizes and the digest are needed
+            recipe = api.IDENTITY if identity else api.restore_plan_recipe(cfg)
+        elif identity:
+            recipe = api.IDENTITY
+        else:
+            if "recipe" not in stages:
+                stages["recipe"] = api.restore_recipe(cfg)
+            recipe = stages["recipe"]
+        return segments.execute(plan, recipe, progress, executor)
 
 
-def _summary_doc(summary: pipeline.RunSummary) -> dict:
+def _summary_doc(summary: engine.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,

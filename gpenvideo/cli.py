@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import (CODECS, DETECTORS, MASKS, MODELS, PRECISIONS, RestoreConfig, load_config,
-                     validate)
+from .config import OPTIONS, Option, RestoreConfig, apply_options, load_config
 from .errors import Cancelled, GpenVideoError, InputError
 
 # Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
@@ -63,21 +62,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
-def _add_decode(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--deinterlace", choices=["auto", "on", "off"],
-                   help="deinterlace with bwdif: auto (frames flagged interlaced), on, off")
-
-
-def _add_detect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
-    p.add_argument("--min-face-size", type=_count(0),
-                   help="ignore faces smaller than this (pixels)")
-    p.add_argument("--score-threshold", type=float,
-                   help="minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)")
-    p.add_argument("--max-faces", type=_count(0),
-                   help="restore at most N faces per frame (largest; default 0: all)")
-    p.add_argument("--weights-dir", type=Path, help="folder searched first for model files")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+def _add_option(p: argparse.ArgumentParser, option: Option) -> None:
+    """One config.OPTIONS entry as an argparse option (its default None: the config's)."""
+    flag = f"--{option.name}"
+    if option.kind in ("flag", "negated-flag"):
+        p.add_argument(flag, action="store_true", default=None, help=option.help)
+    elif option.kind == "bool":
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                       help=option.help)
+    elif option.kind == "choice":
+        kind = type(option.choices[0])
+        p.add_argument(flag, type=kind, choices=option.choices, help=option.help)
+    else:
+        kinds = {"int": int, "count": _count(0), "float": float, "str": str, "path": Path}
+        p.add_argument(flag, type=kinds[option.kind], help=option.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,11 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "<name>_restored.<ext> beside each input")
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (also those finished with the same settings)")
-    r.add_argument("--segment-seconds", type=float,
-                   help="process long films in resumable pieces of about this many seconds "
-                        "(default 60; 0: in one piece)")
-    r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                   help="go on from the finished segments of an interrupted run (default: on)")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="render segments on a Ray cluster, one GPU per worker (ADDRESS as for "
                         "ray.init, e.g. auto; none: start Ray on this machine); needs "
@@ -108,40 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path,
                    help="write the batch report to REPORT.json and REPORT.csv (default for "
                         "several inputs: gpenvideo-report-<time> in the output or input folder)")
-    _add_decode(r)
-    r.add_argument("--codec", choices=CODECS, help="video encoder (default libx264)")
-    r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
-    r.add_argument("--preset", help="encoder speed preset (codec default)")
-    r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
     r.add_argument("--identity", action="store_true",
                    help="decode and re-encode only, no face work (checks I/O and timing)")
-    r.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
-    r.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
-    r.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
-    r.add_argument("--batch-size", type=_count(0),
-                   help="faces per GPU batch (default 0: from memory)")
-    r.add_argument("--compile", action="store_true", help="torch.compile the network")
-    r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
-    r.add_argument("--upscale", type=int, choices=(1, 2, 4),
-                   help="output at N times the size: Lanczos background, faces from the "
-                        "model's full resolution (default 1)")
-    r.add_argument("--no-color-match", action="store_true",
-                   help="keep GPEN's own face colours instead of the source's")
-    r.add_argument("--mask", choices=MASKS,
-                   help="template: a soft ellipse (default); parsing: the face's own outline "
-                        "from facexlib's ParseNet, hair and hands left as they were")
-    _add_detect(r)
+    for option in OPTIONS:
+        _add_option(r, option)
     _add_common(r)
 
     t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
     t.add_argument("input", type=Path, help="video file")
     t.add_argument("-o", "--output", type=Path, required=True, help="JSON file to write")
-    t.add_argument("--model", choices=MODELS,
-                   help="GPEN model whose crop size the transforms are for (default gpen-bfr-2048)")
-    t.add_argument("--weights", type=Path,
-                   help="a GPEN checkpoint whose crop size the transforms are for")
-    _add_decode(t)
-    _add_detect(t)
+    for option in OPTIONS:
+        if option.track:
+            _add_option(t, option)
     _add_common(t)
 
     w = sub.add_parser("weights", help="list, fetch or verify model files")
@@ -165,42 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RestoreConfig:
     """Merge --config and the command-line options into a validated RestoreConfig."""
-    cfg = load_config(args.config)
-    mapping = {
-        "model": ("model", "model"),
-        "device": ("model", "device"),
-        "precision": ("model", "precision"),
-        "batch_size": ("model", "batch_size"),
-        "strength": ("composite", "strength"),
-        "detector": ("detect", "backend"),
-        "min_face_size": ("detect", "min_face_size"),
-        "score_threshold": ("detect", "score_threshold"),
-        "max_faces": ("track", "max_faces"),
-        "deinterlace": ("decode", "deinterlace"),
-        "codec": ("encode", "codec"),
-        "crf": ("encode", "crf"),
-        "preset": ("encode", "preset"),
-        "upscale": ("composite", "upscale"),
-        "mask": ("composite", "mask"),
-        "segment_seconds": ("pipeline", "segment_seconds"),
-        "resume": ("pipeline", "resume"),
-    }
-    for arg, (section, key) in mapping.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            cfg = cfg.replace(section, **{key: value})
-    for arg in ("weights", "weights_dir"):
-        if getattr(args, arg, None) is not None:
-            cfg = cfg.replace("model", **{arg: str(getattr(args, arg))})
-    if getattr(args, "compile", False):
-        cfg = cfg.replace("model", compile=True)
-    if getattr(args, "no_audio", False):
-        cfg = cfg.replace("encode", audio=False)
-    if getattr(args, "no_color_match", False):
-        cfg = cfg.replace("composite", color_match=False)
+    cfg = apply_options(load_config(args.config),
+                        {o.keyword: getattr(args, o.keyword, None) for o in OPTIONS})
     if getattr(args, "quiet", False):
         cfg = cfg.replace("pipeline", progress=False)
-    return validate(cfg)
+    return cfg
 
 
 class _WarningPrinter(logging.Handler):
@@ -227,7 +167,7 @@ def _clear_line() -> None:
         _progress_shown = False
 
 
-def _print_progress(p) -> None:  # p: pipeline.Progress
+def _print_progress(p) -> None:  # p: engine.Progress
     global _progress_shown
     total = f"/{p.frames_total}" if p.frames_total else ""
     pct = f" {100 * p.frames_done / p.frames_total:5.1f}%" if p.frames_total else ""
@@ -337,19 +277,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from . import manifest, pipeline
+    from . import api
 
-    cfg = config_from_args(args)
-    if args.output.exists() and args.output.resolve() == args.input.resolve():
-        raise InputError(f"{args.output}: is the input file; choose another output name")
-    doc = pipeline.track_video(args.input, cfg)
-    try:
-        manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
-    except OSError as exc:
-        error = manifest.filesystem_error(exc, args.input, args.output)
-        if error is None:
-            raise
-        raise error from exc
+    doc = api.track_video(args.input, args.output, config=config_from_args(args))
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
     return 0

@@ -72,7 +72,7 @@ class Compositor:
     cfg.upscale (Lanczos) and pastes the faces from the model's full-resolution output."""
 
     name = "composite"
-    lookahead = 0
+    context = 0
 
     def __init__(self, cfg: CompositeConfig, size: int, strength: float) -> None:
         self.cfg = cfg
@@ -81,27 +81,32 @@ class Compositor:
         self.mask = face_mask(size, cfg.mask_feather)
 
     def process(self, frame: Frame) -> Iterable[Frame]:
-        if self.cfg.upscale != 1:
-            frame.image = upscale(frame.image, self.cfg.upscale)
-            frame.source = None  # every pixel is new: nothing of the decoded picture to keep
+        if self.cfg.upscale != 1:  # every pixel is new: nothing of the decoded picture is kept
+            frame.replace_image(upscale(frame.image, self.cfg.upscale))
         for face in frame.restored:
-            region = self.paste(frame.image, scaled_transform(face.matrix, self.cfg.upscale),
-                                face.crop, face.restored, face.mask)
-            if region is not None:
-                frame.changed.append(region)
+            self.paste(frame, scaled_transform(face.matrix, self.cfg.upscale), face.crop,
+                       face.restored, face.mask)
         frame.restored = []
         return (frame,)
 
     def flush(self) -> Iterable[Frame]:
         return ()
 
-    def paste(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
+    def paste(self, frame: Frame, matrix: np.ndarray, crop: np.ndarray,
+              restored: np.ndarray, parsed: np.ndarray | None = None) -> None:
+        """Blend one restored crop into `frame` (Frame.paste: the pixels it changes are
+        recorded). matrix: (2, 3) frame -> crop; crop, restored: (S, S, 3) uint8 BGR; parsed:
+        the face's parsing mask (S, S), which narrows the template mask to the face itself."""
+        patch = self.blend(frame.image, matrix, crop, restored, parsed)
+        if patch is not None:
+            frame.paste(*patch)
+
+    def blend(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
               restored: np.ndarray, parsed: np.ndarray | None = None
-              ) -> tuple[int, int, np.ndarray] | None:
-        """Blend one restored crop into `image` (H, W, 3, uint8 or uint16) in place. parsed: the
-        face's parsing mask (S, S), which narrows the template mask to the face itself.
-        Returns the pixels it changed as (x0, y0, mask), as Frame.changed holds them (None:
-        none)."""
+              ) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+        """The patch one restored crop makes of `image` (H, W, 3, uint8 or uint16; not
+        changed): (x0, y0, pixels (h, w, 3) of the image's dtype, mask (h, w) bool of the
+        pixels that differ), or None where it changes nothing."""
         h, w = image.shape[:2]
         inv = align.invert(matrix)
         corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
@@ -137,12 +142,11 @@ class Compositor:
         level = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
         top = 65535 if image.dtype == np.uint16 else 255
         blended = alpha * face * level + (1 - alpha) * roi.astype(np.float32)
-        new = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
-        changed = np.zeros(inside.shape, bool)
-        changed[inside] = np.any(new != roi[inside], axis=1)
-        roi[inside] = new
+        pixels = roi.copy()
+        pixels[inside] = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
+        changed = np.any(pixels != roi, axis=2)
         rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
         if rows.size == 0:
             return None
-        return (x0 + int(cols[0]), y0 + int(rows[0]),
-                changed[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        return x0 + int(c0), y0 + int(r0), pixels[r0:r1, c0:c1], changed[r0:r1, c0:c1]

@@ -22,7 +22,6 @@ from .errors import InputError
 DEINTERLACE_MODES = ("auto", "on", "off")
 CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1", "prores_ks")
 DETECTORS = ("yunet", "retinaface")
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MASKS = ("template", "parsing")
 MODELS = ("gpen-bfr-2048", "gpen-bfr-1024", "gpen-bfr-512", "gpen-bfr-256")
@@ -146,6 +145,12 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError(f"--score-threshold {score:g} is not valid: give 0 to 1")
     if cfg.encode.crf is not None and not 0 <= cfg.encode.crf <= 63:
         raise InputError(f"--crf {cfg.encode.crf} is not valid: give 0 to 63")
+    for option, value in (("--max-faces", cfg.track.max_faces),
+                          ("--min-face-size", cfg.detect.min_face_size),
+                          ("--batch-size", cfg.model.batch_size),
+                          ("detect.batch_size", cfg.detect.batch_size)):
+        if value < 0:
+            raise InputError(f"{option} {value} is not valid: give 0 or more")
     if cfg.pipeline.segment_seconds < 0:
         raise InputError(f"--segment-seconds {cfg.pipeline.segment_seconds:g} is not valid: "
                          "give 0 (no segments) or more")
@@ -189,6 +194,92 @@ def load_config(path: str | Path | None = None) -> RestoreConfig:
     return validate(cfg)
 
 
-def as_dict(cfg: RestoreConfig) -> dict[str, dict[str, Any]]:
-    """The config as nested plain dicts (for reports and settings hashes)."""
-    return dataclasses.asdict(cfg)
+@dataclass(frozen=True)
+class Option:
+    """One setting of the restore and track commands, for the command line and the library's
+    keyword options alike (cli.py and api.py are built from OPTIONS); its default is the config
+    dataclass's."""
+
+    name: str  # the long option without dashes, e.g. "segment-seconds" (keyword: segment_seconds)
+    section: str  # the RestoreConfig field it sets, e.g. "pipeline"
+    key: str  # the field of that section, e.g. "segment_seconds"
+    kind: str  # int, count (int >= 0), float, str, path, choice, flag, negated-flag, bool
+    help: str
+    choices: tuple = ()  # the allowed values (kind "choice"); int choices stay ints
+    track: bool = False  # also an option of `gpenvideo track`
+
+    @property
+    def keyword(self) -> str:
+        """The library's keyword for it (api.restore_video): the long option in snake_case."""
+        return self.name.replace("-", "_")
+
+
+OPTIONS = (
+    Option("deinterlace", "decode", "deinterlace", "choice",
+           "deinterlace with bwdif: auto (frames flagged interlaced), on, off",
+           DEINTERLACE_MODES, track=True),
+    Option("codec", "encode", "codec", "choice", "video encoder (default libx264)", CODECS),
+    Option("crf", "encode", "crf", "int", "encoder quality, lower is better (codec default)"),
+    Option("preset", "encode", "preset", "str", "encoder speed preset (codec default)"),
+    Option("no-audio", "encode", "audio", "negated-flag", "leave audio and subtitles out"),
+    Option("model", "model", "model", "choice", "GPEN model (default gpen-bfr-2048)", MODELS,
+           track=True),
+    Option("weights", "model", "weights", "path",
+           "any GPEN checkpoint (overrides --model)", track=True),
+    Option("precision", "model", "precision", "choice",
+           "auto (fp16 on CUDA), fp32, fp16, bf16", PRECISIONS),
+    Option("batch-size", "model", "batch_size", "count",
+           "faces per GPU batch (default 0: from memory)"),
+    Option("compile", "model", "compile", "flag", "torch.compile the network"),
+    Option("strength", "composite", "strength", "float", "share of the restored face, 0-1"),
+    Option("upscale", "composite", "upscale", "choice",
+           "output at N times the size: Lanczos background, faces from the model's full "
+           "resolution (default 1)", (1, 2, 4)),
+    Option("no-color-match", "composite", "color_match", "negated-flag",
+           "keep GPEN's own face colours instead of the source's"),
+    Option("mask", "composite", "mask", "choice",
+           "template: a soft ellipse (default); parsing: the face's own outline from "
+           "facexlib's ParseNet, hair and hands left as they were", MASKS),
+    Option("detector", "detect", "backend", "choice", "face detector (default yunet)",
+           DETECTORS, track=True),
+    Option("min-face-size", "detect", "min_face_size", "count",
+           "ignore faces smaller than this (pixels)", track=True),
+    Option("score-threshold", "detect", "score_threshold", "float",
+           "minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)", track=True),
+    Option("max-faces", "track", "max_faces", "count",
+           "restore at most N faces per frame (largest; default 0: all)", track=True),
+    Option("weights-dir", "model", "weights_dir", "path",
+           "folder searched first for model files", track=True),
+    Option("device", "model", "device", "str", "auto, cpu, cuda or cuda:N (default auto)",
+           track=True),
+    Option("segment-seconds", "pipeline", "segment_seconds", "float",
+           "process long films in resumable pieces of about this many seconds "
+           "(default 60; 0: in one piece)"),
+    Option("resume", "pipeline", "resume", "bool",
+           "go on from the finished segments of an interrupted run (default: on)"),
+)
+
+
+def apply_options(cfg: RestoreConfig, values: dict[str, Any]) -> RestoreConfig:
+    """`cfg` with OPTIONS set from `values` (keyword -> value; None and absent leave the
+    config's value; a flag sets its field when true). Returns it validated; raises InputError
+    for a value out of range, TypeError naming an unknown keyword and the valid ones."""
+    by_keyword = {o.keyword: o for o in OPTIONS}
+    unknown = sorted(set(values) - set(by_keyword))
+    if unknown:
+        raise TypeError(f"unknown option {unknown[0]!r}; valid options: "
+                        + ", ".join(sorted(by_keyword)))
+    for keyword, value in values.items():
+        option = by_keyword[keyword]
+        if value is None:
+            continue
+        if option.kind == "flag":
+            if value:
+                cfg = cfg.replace(option.section, **{option.key: True})
+        elif option.kind == "negated-flag":
+            if value:
+                cfg = cfg.replace(option.section, **{option.key: False})
+        else:
+            cfg = cfg.replace(option.section,
+                              **{option.key: str(value) if option.kind == "path" else value})
+    return validate(cfg)

@@ -1,5 +1,6 @@
 """Face detectors behind one protocol: a batch of BGR frames in, per frame a list of
-Detections (box, 5 landmarks in the package order, score) out, in frame pixel coordinates.
+Detections (box, 5 landmarks in the package order, score) out, in frame pixel coordinates; and
+DetectStage, the pipeline stage that runs one on every frame.
 
 yunet (default): OpenCV's FaceDetectorYN, CPU, no extra dependency.
 retinaface: facexlib's RetinaFace (mobilenet0.25 or resnet50), batched on the GPU (or the CPU);
@@ -8,6 +9,7 @@ imported only when chosen, and needs the `retinaface` extra (facexlib; torchvisi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from .config import DetectConfig
 from .errors import WeightsError
-from .frames import Detection
+from .frames import Detection, Frame, to_uint8
 
 
 class Detector(Protocol):
@@ -25,10 +27,6 @@ class Detector(Protocol):
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """images: (H, W, 3) BGR uint8 or uint16. Returns one list of Detections per image."""
         ...
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
 
 
 def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -153,3 +151,31 @@ def create_detector(cfg: DetectConfig, weights_dir: str | None, device: str = "c
     from .models.runner import resolve_device
 
     return RetinaFaceDetector(path, cfg, str(resolve_device(device)))
+
+
+class DetectStage:
+    """Detects faces in batches of `detector.batch_size` frames (holding back up to one batch
+    less one), attaching them as `frame.detections`."""
+
+    name = "detect"
+    context = 0
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.batch = max(1, getattr(detector, "batch_size", 1))
+        self.lookahead = self.batch - 1
+        self._pending: list[Frame] = []
+
+    def process(self, frame: Frame) -> Iterable[Frame]:
+        self._pending.append(frame)
+        return self._detect() if len(self._pending) >= self.batch else ()
+
+    def flush(self) -> Iterable[Frame]:
+        return self._detect()
+
+    def _detect(self) -> list[Frame]:
+        frames, self._pending = self._pending, []
+        if frames:
+            for frame, found in zip(frames, self.detector.detect([f.image for f in frames])):
+                frame.detections = found
+        return frames

@@ -35,25 +35,22 @@ class _Worker:
     """Lives in a Ray actor: builds the stages (loads the model) once, renders segments."""
 
     def __init__(self, cfg: RestoreConfig, identity: bool, threads: int | None) -> None:
-        from . import pipeline
+        from . import api
 
         if threads:  # Ray pins workers to one thread; results follow the thread count
             import torch
 
             torch.set_num_threads(threads)
-        if identity:
-            self.factory = lambda info: []
-        else:
-            self.factory, _ = pipeline.build_restore_stages(cfg)
+        self.recipe = api.IDENTITY if identity else api.restore_recipe(cfg)
 
     def render(self, source: str, piece: Segment, cfg: RestoreConfig,
                size: tuple[int, int]) -> tuple[int, bytes, dict[str, Any]]:
-        from . import pipeline
-        from .segments import SEGMENT_SUFFIX
+        from . import media, segments
 
+        _, suffix = media.segment_container(cfg.encode.codec)
         with tempfile.TemporaryDirectory(prefix="gpenvideo-") as folder:
-            path = Path(folder) / f"segment{SEGMENT_SUFFIX}"
-            counts = pipeline.render_segment(Path(source), path, cfg, piece, self.factory, size)
+            path = Path(folder) / f"segment{suffix}"
+            counts = segments.render_segment(Path(source), path, cfg, piece, self.recipe, size)
             return piece.number, path.read_bytes(), counts
 
 

@@ -1,70 +1,51 @@
-"""The only module that wires stages together: threads, bounded queues, shutdown, progress.
+"""The only module that runs stages: threads, bounded queues, stop and join, progress.
 
     decoder thread ─▶ queue ─▶ stage thread ─▶ queue ─▶ ... ─▶ encoder thread
 
 Every thread puts and gets with a timeout and watches one stop event, so an error in any thread,
 or Ctrl-C in the main thread, stops them all; every thread is joined; the first error is raised
-in the caller's thread; the partial output is removed. Memory is bounded by the queue sizes and
-the stages' own lookahead, whatever the film's length.
+in the caller's thread. Memory is bounded by the queue sizes and the stages' own lookahead,
+whatever the film's length. What is decoded and where it is written (one piece or segments,
+output names, resume) is segments.py's; assembling the stages is api.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import av
-import numpy as np
-
-from . import manifest, segments
-from .config import EncodeConfig, RestoreConfig, validate
-from .decoder import Decoder, check_input_path
-from .encoder import Encoder, container_for, default_output_suffix
-from .errors import Cancelled, InputError, OutputError
+from .errors import Cancelled
 from .frames import Frame, VideoInfo
-from .segments import Segment
-
-log = logging.getLogger(__name__)
+from .media import Decoder, Encoder
 
 _END = object()  # marks the end of a queue's stream
 _POLL = 0.1  # seconds between checks of the stop event while blocked
 
 
 class Stage(Protocol):
-    """A per-frame step between decoder and encoder.
+    """A per-frame step between decoder and encoder, exactly as the engine uses it.
 
     `process` takes frames in order and returns the frames it is done with (possibly none yet,
     possibly several held back earlier); `flush` returns everything still held at the end.
-    `lookahead` is how many frames the stage may hold back (it bounds memory and latency).
+    `context`: how many frames before and after a frame shape its result (the tracker's
+    smoothing window, the registration window); segments are decoded with that many frames of
+    lead-in and run-out, so a film cut in pieces comes out as one run would write it.
+    `name` names the stage's thread. Stages change pixels only through Frame's methods.
     """
 
     name: str
-    lookahead: int
+    context: int
 
     def process(self, frame: Frame) -> Iterable[Frame]: ...
 
     def flush(self) -> Iterable[Frame]: ...
 
 
-class IdentityStage:
-    """Hands every frame on unchanged."""
-
-    name = "identity"
-    lookahead = 0
-
-    def process(self, frame: Frame) -> Iterable[Frame]:
-        return (frame,)
-
-    def flush(self) -> Iterable[Frame]:
-        return ()
+StageFactory = Callable[[VideoInfo], list["Stage"]]
 
 
 @dataclass
@@ -98,6 +79,9 @@ class Progress:
         return max(self.frames_total - self.frames_done, 0) / max(self.fps, 1e-9)
 
 
+ProgressCallback = Callable[[Progress], None]
+
+
 @dataclass
 class RunSummary:
     """The outcome of one restore run."""
@@ -121,307 +105,39 @@ class RunSummary:
         rendered = self.frames - self.frames_resumed
         return rendered / self.seconds if self.seconds > 0 else 0.0
 
-
-def is_folder_name(output: str | Path) -> bool:
-    """Whether an output the user gave names a folder: one that exists, or a name ending in a
-    slash or without a suffix (`-o out/`, `-o restored`); such a folder is created when missing."""
-    text = str(output)
-    return (text.endswith(("/", os.sep)) or Path(text).is_dir()
-            or (not Path(text).suffix and not Path(text).exists()))
-
-
-def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[str]]:
-    """The default output of `source`: `<name>_restored.<ext>` in `folder` (default: beside the
-    source), and the notes to tell the user about it. An input in an old container (AVI, DV,
-    MPEG-PS, WebM ...) gets an .mkv output and a note saying so. The one naming rule, for
-    single runs and batches alike."""
-    suffix = default_output_suffix(source)
-    name = f"{source.stem}_restored{suffix}"
-    output = (folder if folder is not None else source.parent) / name
-    notes = []
-    if suffix != source.suffix.lower():
-        notes.append(f"writing {name}: the {source.suffix or 'source'} container cannot hold "
-                     "the re-encoded video with the audio copied; MKV can")
-    return output, notes
+    def add(self, counts: dict, notes: list[str] = ()) -> None:
+        """Add one piece's counts (see run_piece) and its notes (each once)."""
+        self.frames += counts["frames"]
+        self.faces += counts["faces"]
+        self.tracks += counts["tracks"]
+        self.corrupt_packets += counts.get("corrupt_packets", 0)
+        self.notes += [n for n in notes if n not in self.notes]
 
 
-def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[Path, list[str]]:
-    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source, or in the
-    folder `output` names (see is_folder_name; `run` creates it when missing).
-
-    Returns the target and notes for the user (see output_name).
-    Raises OutputError if the target is the input itself, exists without `overwrite`, or the
-    folder of a named output file does not exist; InputError for an output suffix whose
-    container is not supported.
-    """
-    notes: list[str] = []
-    named_file = output is not None and not is_folder_name(output)
-    if not named_file:
-        output, notes = output_name(source, output)
-    if container_for(output) is None:
-        raise InputError(f"{output}: unsupported output type {output.suffix!r}; "
-                         "name the output .mkv, .mp4, .mov or .m4v, or a folder")
-    if output.resolve() == source.resolve():
-        raise OutputError(f"{output}: is the input file; choose another output name")
-    if output.parent.exists() and not output.parent.is_dir():
-        raise OutputError(f"{output}: {output.parent} is a file, not a folder; "
-                          "choose another output folder")
-    if named_file and not output.parent.is_dir():
-        raise OutputError(f"{output}: the folder {output.parent} does not exist; create it first")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
-    return output, notes
-
-
-PARTIAL_MARK = ".partial-"  # in the names of files being written: .NAME.partial-PID.EXT
-
-
-def temporary_path(output: Path) -> Path:
-    """A name beside `output` for writing in progress (renamed over `output` when complete)."""
-    return output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
-
-
-def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
-    """Remove what runs killed while writing `output` left beside it (the temporary output and
-    the manifest's temporary file, `.NAME.partial-PID...`): files of processes no longer alive,
-    or, when the caller holds the output's lock (so no other run can be writing it), all of
-    them except this process's own. Returns the files removed."""
-    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
-    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
-             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
-    removed: list[Path] = []
-    try:
-        entries = list(output.parent.iterdir())
-    except OSError:
-        return removed
-    for path in entries:
-        digits = next((path.name[len(pre):len(path.name) - len(suf)] for pre, suf in kinds
-                       if path.name.startswith(pre) and path.name.endswith(suf)), "")
-        if not digits.isdigit() or int(digits) == os.getpid():
-            continue
-        if not locked and _pid_alive(int(digits)):
-            continue
-        try:
-            path.unlink()
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-StageFactory = Callable[[VideoInfo], list[Stage]]
-SizeFor = Callable[[VideoInfo], tuple[int, int]]
-ProgressCallback = Callable[[Progress], None]
-
-
-def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
-        stages: StageFactory | None = None, *, overwrite: bool = False,
-        progress: ProgressCallback | None = None,
-        size_for: SizeFor | None = None, settings: str = "",
-        executor: SegmentExecutor | None = None, context: int | None = None) -> RunSummary:
-    """Decode `source`, pass every frame through the stages, encode to `output`.
-
-    stages: builds a fresh stage list for a source (default: none, a plain transcode).
-    size_for: the output frame size for a source (default: the source's size).
-    settings: digest of the settings (manifest.settings_digest); a film longer than
-    cfg.pipeline.segment_seconds runs in segments kept in a work folder beside the output, and
-    a later run with the same input and settings resumes after the last finished one.
-    executor: renders segments elsewhere (e.g. distributed.RayExecutor); the film then always
-    runs in segments, and the concatenation happens here.
-    context: frames before and after a frame that shape its result (segment lead-in and
-    run-out); default: the largest `context` among the stages.
-    Returns a RunSummary. Raises GpenVideoError subclasses (InputError, OutputError, EncodeError,
-    Cancelled ...); on any error the partial output is removed and the input is untouched.
-    """
-    validate(cfg)
-    source = Path(source)
-    check_input_path(source)
-    target, notes = resolve_output(source, Path(output) if output else None, overwrite)
-    for note in notes:
-        log.warning("%s", note)
-    target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
-    remove_stale_partials(target, locked=False)
-    started = time.monotonic()
-    factory = stages or (lambda info: [])
-    with Decoder(source, cfg.decode) as probe:
-        info = probe.info
-    size = size_for(info) if size_for else (info.width, info.height)
-    if context is None:
-        context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
-    pieces = [Segment(0, None, None, None, None)]
-    seconds = cfg.pipeline.segment_seconds
-    if seconds > 0 and (info.duration or 0) > seconds * 1.25:
-        pieces = segments.plan(segments.scan(source), seconds, lead=2 * context,
-                               tail=context + 1)
-    summary = RunSummary(input=str(source), output=str(target), notes=notes,
-                         duration=info.duration or 0.0)
-    tmp = temporary_path(target)
-    clock = _Clock(started, info.frames, progress)
-    try:
-        if len(pieces) == 1 and executor is None:
-            _run_piece(source, tmp, container_for(target), cfg, cfg.encode, pieces[0], factory,
-                       size, clock, summary)
-        else:
-            _run_segmented(source, info, target, tmp, cfg, pieces, factory, size, clock,
-                           settings, summary, executor)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if summary.corrupt_packets:
-        summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
-class _Clock:
+class Clock:
     """Progress across the pieces of one run."""
 
-    def __init__(self, started: float, total: int, callback: ProgressCallback | None) -> None:
-        self.started, self.total, self.callback = started, total, callback
+    def __init__(self, total: int = 0, callback: ProgressCallback | None = None) -> None:
+        self.started, self.total, self.callback = time.monotonic(), total, callback
         self.frames = 0  # frames written by finished pieces
         self.faces = 0
         self.frames_resumed = 0  # of those, frames of pieces an earlier run finished
         self.faces_resumed = 0
 
-    def resumed(self, frames: int, faces: int) -> None:
-        """Count a piece finished by an earlier run (done, but not rendered by this one)."""
+    def finished(self, frames: int, faces: int, resumed: bool = False) -> None:
+        """Count a finished piece (`resumed`: finished by an earlier run, not by this one)."""
         self.frames += frames
         self.faces += faces
-        self.frames_resumed += frames
-        self.faces_resumed += faces
+        if resumed:
+            self.frames_resumed += frames
+            self.faces_resumed += faces
 
     def report(self, frames: int = 0, faces: int = 0) -> None:
+        """Tell the callback, with `frames` and `faces` of the piece under way."""
         if self.callback:
             self.callback(Progress(self.frames + frames, self.total,
                                    time.monotonic() - self.started, self.faces + faces,
                                    self.frames_resumed, self.faces_resumed))
-
-
-def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: EncodeConfig,
-               piece: Segment, factory: StageFactory, size: tuple[int, int], clock: _Clock,
-               summary: RunSummary) -> dict[str, int]:
-    """Decode one segment (or the whole film) through fresh stages into `path`; add its counts
-    to `summary` and return them."""
-    with Decoder(source, cfg.decode) as decoder:
-        chain = factory(decoder.info)
-        with Encoder(path, fmt, decoder.info, encode, size) as encoder:
-            counts = _run_threads(decoder, piece, chain, encoder, cfg, clock)
-        counts["corrupt_packets"] = decoder.corrupt_packets
-        notes = encoder.notes + [n for stage in chain for n in getattr(stage, "notes", [])]
-    _add_counts(summary, counts, notes)
-    return counts
-
-
-def _add_counts(summary: RunSummary, counts: dict[str, int], notes: list[str]) -> None:
-    summary.frames += counts["frames"]
-    summary.faces += counts["faces"]
-    summary.tracks += counts["tracks"]
-    summary.corrupt_packets += counts["corrupt_packets"]
-    summary.notes += [n for n in notes if n not in summary.notes]
-
-
-class SegmentExecutor(Protocol):
-    """Renders segments somewhere else. `render` yields (segment number, the segment file's
-    bytes, its counts) for each of `pieces`, in any order."""
-
-    def render(self, source: Path, pieces: list[Segment], cfg: RestoreConfig,
-               size: tuple[int, int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]: ...
-
-
-def render_segment(source: Path, path: Path, cfg: RestoreConfig, piece: Segment,
-                   factory: StageFactory, size: tuple[int, int],
-                   clock: _Clock | None = None) -> dict[str, Any]:
-    """Write one segment's video (no audio) to `path`; return its counts. What an executor's
-    worker runs."""
-    summary = RunSummary(input=str(source), output=str(path))
-    counts = _run_piece(source, path, segments.SEGMENT_FORMAT, cfg,
-                        dataclasses.replace(cfg.encode, audio=False), piece, factory, size,
-                        clock or _Clock(time.monotonic(), 0, None), summary)
-    return {**counts, "notes": summary.notes}
-
-
-def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
-                   cfg: RestoreConfig, pieces: list[Segment], factory: StageFactory, size: tuple[int, int],
-                   clock: _Clock, settings: str, summary: RunSummary,
-                   executor: SegmentExecutor | None) -> None:
-    work = segments.WorkFolder(target)
-    if not cfg.pipeline.resume:
-        work.remove()
-    kept = work.prepare(source, settings, pieces)
-    if kept:
-        log.info("%s: resuming after %d finished segments of %d", source, kept, len(pieces))
-    summary.segments, summary.segments_resumed = len(pieces), 0
-
-    def finished(counts: dict[str, Any]) -> None:
-        _add_counts(summary, counts, counts.get("notes", []))
-        clock.frames += counts["frames"]
-        clock.faces += counts["faces"]
-
-    todo = []
-    for piece in pieces:
-        counts = work.done(piece.number)
-        if counts is None:
-            todo.append(piece)
-        else:
-            _add_counts(summary, counts, counts.get("notes", []))
-            clock.resumed(counts["frames"], counts["faces"])
-            summary.segments_resumed += 1
-            summary.frames_resumed += counts["frames"]
-
-    try:
-        if executor is not None:
-            for number, data, counts in executor.render(source, todo, cfg, size):
-                partial = work.partial_file(number)
-                partial.write_bytes(data)
-                work.commit(number, partial, counts)
-                finished(counts)
-                clock.report()
-        else:
-            for piece in todo:
-                partial = work.partial_file(piece.number)
-                try:
-                    counts = render_segment(source, partial, cfg, piece, factory, size, clock)
-                except BaseException:
-                    partial.unlink(missing_ok=True)
-                    raise
-                work.commit(piece.number, partial, counts)
-                finished(counts)
-                clock.report()
-    except (Cancelled, KeyboardInterrupt):
-        done = sum(1 for p in pieces if work.done(p.number) is not None)
-        if not done:
-            raise Cancelled(f"{source}: interrupted; no output was written") from None
-        raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
-                        f"{work.path}; run the same command again to resume") from None
-    _concatenate(info, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
-    work.remove()
-
-
-def _concatenate(info: VideoInfo, tmp: Path, target: Path, cfg: RestoreConfig,
-                 files: list[Path], summary: RunSummary) -> None:
-    """Stream-copy the segments' video into one file, with the audio copied once from the
-    source (info.path)."""
-    with av.open(str(files[0])) as first:
-        template = first.streams.video[0]
-        with Encoder(tmp, container_for(target), info, cfg.encode,
-                     video_template=template) as encoder:
-            for path in files:
-                with av.open(str(path)) as piece:
-                    for packet in piece.demux(piece.streams.video[0]):
-                        if packet.size:
-                            encoder.write_packet(packet)
-    summary.notes += [n for n in encoder.notes if n not in summary.notes]
 
 
 class _Stopped(Exception):
@@ -483,11 +199,24 @@ class _Workers:
             thread.join()
 
 
-def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage], encoder: Encoder,
-                 cfg: RestoreConfig, clock: _Clock) -> dict[str, int]:
-    """Run one piece through decoder -> stages -> encoder on threads; return its counts."""
+@dataclass(frozen=True)
+class Piece:
+    """What one threaded run decodes: frames from the keyframe at or before `seek` up to the
+    first at or past `stop` (None: the file's ends), of which those `writes` accepts are
+    written. All in the source's time base."""
+
+    seek: int | None = None
+    stop: int | None = None
+    writes: Callable[[int], bool] = lambda pts: True
+
+
+def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage], encoder: Encoder,
+              queue_size: int, clock: Clock) -> dict[str, int]:
+    """Run one piece through decoder -> stages -> encoder on threads. Returns its counts:
+    frames and faces written, tracks first seen in it, corrupt packets skipped.
+    Raises the first error of any thread; Cancelled on Ctrl-C (every thread stopped, joined)."""
     workers = _Workers()
-    queues = [queue.Queue(maxsize=cfg.pipeline.queue_size) for _ in range(len(chain) + 1)]
+    queues = [queue.Queue(maxsize=queue_size) for _ in range(len(chain) + 1)]
     counts = {"frames": 0, "faces": 0, "tracks": 0}
     inherited: set[int] = set()  # tracks seen in the lead-in: counted by the segment before
     seen: set[int] = set()
@@ -541,94 +270,9 @@ def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage], encoder: 
     if workers.errors:
         raise workers.errors[0]
     counts["tracks"] = len(seen)
+    counts["corrupt_packets"] = decoder.corrupt_packets
     clock.report(counts["frames"], counts["faces"])
     return counts
-
-
-def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
-    """The face stages (detect, track, restore, composite) for `cfg`, and the output size for a
-    source (its size times --upscale). Loads the GPEN checkpoint and the detector now, so a
-    missing file fails before decoding."""
-    from .compositor import Compositor
-    from .detector import create_detector
-    from .models import weights
-    from .models.runner import GPENRunner
-    from .register import Registrar
-    from .restorer import DetectStage, RestoreStage
-    from .tracker import Tracker
-
-    mcfg = cfg.model
-    if mcfg.weights:
-        checkpoint, strength = Path(mcfg.weights), 1.0
-    else:
-        entry = weights.lookup(mcfg.model)
-        checkpoint, strength = weights.find(mcfg.model, mcfg.weights_dir), entry.strength
-    if cfg.composite.strength is not None:
-        strength = cfg.composite.strength
-    runner = GPENRunner(weights.load_gpen(checkpoint), mcfg.device, mcfg.precision,
-                        mcfg.batch_size, mcfg.channels_last, mcfg.compile)
-    detector = create_detector(cfg.detect, mcfg.weights_dir, str(runner.device))
-    parser = None
-    if cfg.composite.mask == "parsing":
-        from .parsing import FaceParser
-
-        parser = FaceParser(weights.find("parsenet", mcfg.weights_dir), runner.device)
-    size = runner.size
-
-    def factory(info: VideoInfo) -> list[Stage]:
-        return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
-                RestoreStage(runner.restore, size, runner.batch_size,
-                             runner.device if runner.device.type == "cuda" else None, parser),
-                Compositor(cfg.composite, size, strength)]
-
-    return factory, output_size(cfg)
-
-
-def output_size(cfg: RestoreConfig) -> SizeFor:
-    """The output frame size for a source: its size times --upscale."""
-    scale = cfg.composite.upscale
-    return lambda info: (info.width * scale, info.height * scale)
-
-
-def tracking_context(cfg: RestoreConfig) -> int:
-    """The `context` of the restore stages (the tracker's and, on top of it, the crop
-    registration's: a frame's crop depends on its neighbours' faces), without loading any
-    model."""
-    from .register import Registrar
-    from .tracker import Tracker
-
-    return Tracker(cfg.track).context + Registrar(cfg.register).context
-
-
-def model_crop_size(cfg: RestoreConfig) -> int:
-    """The size S of the crops the chosen model restores: from the checkpoint's shapes when
-    --weights names one (its tensors are read, no model is built), else from the model's entry
-    in the weights registry (no file needed). Raises WeightsError for an unusable checkpoint."""
-    from .models import weights
-
-    if cfg.model.weights:
-        path = cfg.model.weights
-        return weights.infer_config(weights.read_state_dict(path), path).size
-    return int(weights.lookup(cfg.model.model).size or 512)
-
-
-def check_restorable(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
-                     overwrite: bool = False) -> None:
-    """Refuse a bad input or output before a model is loaded (raises what `run` would)."""
-    with Decoder(source, cfg.decode):
-        pass
-    resolve_output(Path(source), Path(output) if output else None, overwrite)
-
-
-def restore_video(source: str | Path, output: str | Path | None = None,
-                  cfg: RestoreConfig | None = None, *, overwrite: bool = False,
-                  progress: ProgressCallback | None = None) -> RunSummary:
-    """Restore every tracked face of `source` with GPEN and write `output` (see `run`)."""
-    cfg = validate(cfg or RestoreConfig())
-    check_restorable(source, output, cfg, overwrite)
-    factory, size_for = build_restore_stages(cfg)
-    return run(source, output, cfg, factory, overwrite=overwrite, progress=progress,
-               size_for=size_for, context=tracking_context(cfg))
 
 
 def run_chain(frames: Iterable[Frame], chain: list[Stage]) -> Iterator[Frame]:
@@ -642,39 +286,3 @@ def run_chain(frames: Iterable[Frame], chain: list[Stage]) -> Iterator[Frame]:
     for stage in chain:
         tail = [out for f in tail for out in stage.process(f)] + list(stage.flush())
     yield from tail
-
-
-def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
-    """Detect and track the faces of `source` and register their crops. Returns the
-    `gpenvideo track` JSON document: {"crop_size": S, "frames": [{"pts": seconds, "faces":
-    [{"track", "box", "raw", "smoothed", "score", "transform"}]}]}, where "transform" is the
-    2x3 matrix from upright source pixels to the S x S aligned crop the restorer cuts."""
-    from .detector import create_detector
-    from .register import Registrar, landmark_matrix
-    from .restorer import DetectStage
-    from .tracker import Tracker
-
-    cfg = validate(cfg or RestoreConfig())
-    crop_size = model_crop_size(cfg)
-    detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
-    tracker = Tracker(cfg.track)
-    frames_out = []
-
-    def record(frame: Frame) -> None:
-        frames_out.append({
-            "pts": float(frame.pts * info.time_base),
-            "faces": [{"track": f.track_id, "box": [round(float(v), 2) for v in f.box],
-                       "raw": None if f.raw is None else np.round(f.raw, 2).tolist(),
-                       "smoothed": np.round(f.smoothed, 2).tolist(),
-                       "score": round(float(f.score), 4),
-                       "transform": [[round(float(v), 6) for v in row] for row in
-                                     (landmark_matrix(f) if f.matrix is None else f.matrix)
-                                     * (crop_size / 512)]} for f in frame.faces]})
-
-    with Decoder(source, cfg.decode) as decoder:
-        info = decoder.info
-        for frame in run_chain(decoder.frames(), [detect, tracker, Registrar(cfg.register)]):
-            record(frame)
-    return {"source": str(source), "width": info.width, "height": info.height,
-            "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out}
-

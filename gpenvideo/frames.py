@@ -1,4 +1,5 @@
-"""The types that cross stage boundaries. Plain data: numpy arrays, no behaviour beyond accessors.
+"""The types that cross stage boundaries: plain data (numpy arrays), and a Frame whose picture
+changes only through methods that record what changed.
 
 Landmark order everywhere in the package: left eye, right eye, nose tip, left mouth corner,
 right mouth corner, "left" and "right" as seen in the image (image-left eye first).
@@ -83,7 +84,12 @@ class RestoredFace:
 
 @dataclass
 class Frame:
-    """One decoded picture on its way through the pipeline."""
+    """One decoded picture on its way through the pipeline.
+
+    `image` is read-only (numpy writeable=False): a stage changes pixels with `paste` (a patch,
+    recorded in `changed`) or `replace_image` (a new picture, e.g. --upscale), so no edit can be
+    left out of the output. Assigning `image` or writing into it raises.
+    """
 
     index: int  # 0-based position in decode order of output frames
     pts: int  # presentation timestamp in VideoInfo.time_base
@@ -94,11 +100,50 @@ class Frame:
     restored: list[RestoredFace] = field(default_factory=list)  # filled in by the restorer
     scene_cut: bool = False  # the tracker saw a scene cut before this frame
     emit: bool = True  # False for a segment's lead-in and run-out frames: tracked, not written
-    # The decoder's own picture (an av.VideoFrame in the stored orientation) that `image` was
-    # converted from. The encoder writes its planes as they are wherever `image` is unchanged,
-    # so pixels no stage touched leave the tool bit for bit as they came in. A stage that alters
-    # `image` records which pixels in `changed`, or sets `source` to None when it replaces the
-    # whole picture (--upscale).
+    # The decoder's own picture that `image` was converted from, as an opaque handle only
+    # gpenvideo.media reads: the encoder writes its planes as they are wherever `image` is
+    # unchanged, so pixels no stage touched leave the tool bit for bit as they came in.
+    # replace_image drops it (every pixel is new).
     source: object | None = None
     # (x0, y0, mask): the (h, w) bool mask marks the pixels changed in image[y0:y0+h, x0:x0+w]
+    # (kept up to date by paste; read by the encoder)
     changed: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "image":
+            if "image" in self.__dict__:
+                raise AttributeError("Frame.image is read-only: change pixels with "
+                                     "Frame.paste or Frame.replace_image")
+            pixels = value if value.flags.writeable else value.copy()  # type: ignore[union-attr]
+            object.__setattr__(self, "_pixels", pixels)  # the writable array behind `image`
+            value = pixels.view()
+            value.flags.writeable = False
+        object.__setattr__(self, name, value)
+
+    def paste(self, x0: int, y0: int, pixels: np.ndarray, mask: np.ndarray) -> None:
+        """Write `pixels` (h, w, 3, image's dtype) where the (h, w) bool `mask` is set into
+        image[y0:y0+h, x0:x0+w], and record them in `changed`. The block may reach past the
+        picture's edges (that part is left out)."""
+        height, width = self._pixels.shape[:2]
+        h, w = mask.shape
+        cx0, cy0 = max(-x0, 0), max(-y0, 0)  # the part of the block inside the picture
+        cx1, cy1 = min(w, width - x0), min(h, height - y0)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return
+        mask = mask[cy0:cy1, cx0:cx1]
+        region = self._pixels[y0 + cy0:y0 + cy1, x0 + cx0:x0 + cx1]
+        region[mask] = pixels[cy0:cy1, cx0:cx1][mask]
+        self.changed.append((x0 + cx0, y0 + cy0, mask))
+
+    def replace_image(self, image: np.ndarray) -> None:
+        """Make `image` (any size, the same dtype) the whole new picture: nothing of the
+        decoder's picture is kept (source and changed are cleared)."""
+        self.__dict__.pop("image", None)
+        self.image = image
+        self.source = None
+        self.changed = []
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) picture as uint8: itself when it is, else its top 8 bits (uint16 input)."""
+    return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)

@@ -1,6 +1,6 @@
-"""The detection and restoration stages: faces of many frames gathered into GPU batches.
+"""The restoration stage: faces of many frames gathered into GPU batches.
 
-DetectStage fills `frame.detections`; RestoreStage aligns every tracked face to the model's crop
+RestoreStage aligns every tracked face to the model's crop
 size with its smoothed landmarks, runs GPEN on the faces of up to `frames_per_batch` frames at
 once, and attaches each restored crop with its frame->crop transform to the frame.
 """
@@ -8,38 +8,11 @@ once, and attaches each restored crop with its frame->crop transform to the fram
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 import numpy as np
 
 from . import align
-from .detector import Detector, to_uint8
-from .frames import Frame, RestoredFace
-
-
-class DetectStage:
-    """Detects faces in batches of `detector.batch_size` frames (holding back up to one batch
-    less one), attaching them as `frame.detections`."""
-
-    name = "detect"
-
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
-        self.batch = max(1, getattr(detector, "batch_size", 1))
-        self.lookahead = self.batch - 1
-        self._pending: list[Frame] = []
-
-    def process(self, frame: Frame) -> Iterable[Frame]:
-        self._pending.append(frame)
-        return self._detect() if len(self._pending) >= self.batch else ()
-
-    def flush(self) -> Iterable[Frame]:
-        return self._detect()
-
-    def _detect(self) -> list[Frame]:
-        frames, self._pending = self._pending, []
-        if frames:
-            for frame, found in zip(frames, self.detector.detect([f.image for f in frames])):
-                frame.detections = found
-        return frames
+from .frames import Frame, RestoredFace, to_uint8
 
 
 class RestoreStage:
@@ -51,6 +24,7 @@ class RestoreStage:
     attached as `frame.restored`."""
 
     name = "restore"
+    context = 0
 
     def __init__(self, restore_fn, size: int, batch_faces: int = 8, warp_device=None,
                  parse_fn=None) -> None:
@@ -62,7 +36,6 @@ class RestoreStage:
         self.lookahead = 4 * self.batch_faces
         self._pending: list[Frame] = []
         self._faces = 0
-        self.faces_done = 0
 
     def process(self, frame: Frame) -> Iterable[Frame]:
         self._pending.append(frame)
@@ -102,7 +75,6 @@ class RestoreStage:
             masks = self.parse_fn(restored) if self.parse_fn else [None] * len(jobs)
             for (frame, track_id, m), crop, out, mask in zip(jobs, batch_np, restored, masks):
                 frame.restored.append(RestoredFace(track_id, m, crop, out, mask))
-            self.faces_done += len(jobs)
         return frames
 
     def _warp_on_device(self, image8: np.ndarray, matrices: list[np.ndarray]):

@@ -1,5 +1,6 @@
-"""Long films in segments cut at keyframes, and the work folder that keeps finished segments so
-that an interrupted run (Ctrl-C, crash, kill -9, power loss) resumes where it stopped.
+"""Running one film: its output and its plan (one piece, or segments cut at keyframes), the
+work folder that keeps finished segments so that an interrupted run (Ctrl-C, crash, kill -9,
+power loss) resumes where it stopped, and the settings digest that decides what may be resumed.
 
 Each segment is decoded from a keyframe `lead` frames before its first frame and on `tail`
 frames past its last, so the tracker sees the same history and future there as in one long run
@@ -7,30 +8,36 @@ frames past its last, so the tracker sees the same history and future there as i
 written. A finished segment is a video-only file in the work folder; the final output is their
 stream-copied concatenation with the audio copied once from the source. The plan depends only on
 the source and the settings, so a resumed run writes exactly the frames an uninterrupted run
-would.
+would; the digest of the settings is computed here, where segments are planned, so every caller
+(CLI, batch, library) resumes only segments rendered with the same settings.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import av
-
-from .errors import InputError
-from .manifest import fsync_dir, input_fingerprint, write_json_atomic
+from . import media
+from .config import RestoreConfig, validate
+from .engine import Clock, Piece, ProgressCallback, RunSummary, StageFactory, run_piece
+from .errors import Cancelled
+from .frames import VideoInfo
+from .manifest import fsync_dir, input_fingerprint, settings_digest, write_json_atomic
+from .outputs import remove_stale_partials, resolve_output, temporary_path
 
 log = logging.getLogger(__name__)
 
-SEGMENT_SUFFIX = ".mov"  # keeps any time base exactly and holds every codec we encode
-SEGMENT_FORMAT = "mov"
+SEGMENT_SUFFIX = ".mov"  # the suffix of segment files of codecs QuickTime holds (see media)
+SHORT_FILM = 1.25  # a film at most this many segment lengths long is processed in one piece
 
 
 @dataclass(frozen=True)
@@ -47,43 +54,7 @@ class Segment:
         return (self.first is None or pts >= self.first) and (self.end is None or pts < self.end)
 
 
-@dataclass(frozen=True)
-class StreamIndex:
-    """Presentation timestamps of a video stream's packets, sorted, and which are keyframes."""
-
-    pts: list[int]
-    keyframes: list[int]
-    time_base: Fraction
-
-
-def scan(path: Path) -> StreamIndex | None:
-    """Read the first video stream's packet headers (no decoding). None when some packet has no
-    timestamp (such files are processed in one piece)."""
-    pts: list[int] = []
-    keys: list[int] = []
-    try:
-        with av.open(str(path), metadata_errors="replace") as container:
-            streams = [s for s in container.streams.video
-                       if not s.disposition & av.stream.Disposition.attached_pic]
-            stream = streams[0]
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if packet.pts is None:
-                    return None
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keys.append(packet.pts)
-            time_base = Fraction(stream.time_base)
-    except (av.FFmpegError, IndexError) as exc:
-        raise InputError(f"{path}: cannot read the video packets ({exc}); "
-                         "process it with --segment-seconds 0") from exc
-    pts.sort()
-    keys.sort()
-    return StreamIndex(pts, keys, time_base)
-
-
-def plan(index: StreamIndex | None, seconds: float, lead: int, tail: int) -> list[Segment]:
+def plan(index: media.StreamIndex | None, seconds: float, lead: int, tail: int) -> list[Segment]:
     """Cut at the first keyframe at least `seconds` after the previous cut. Each segment decodes
     from a keyframe at least `lead` frames before its first frame (as far as the file allows)
     and `tail` frames past its end. One segment when `seconds` is 0 or the film is short."""
@@ -122,11 +93,12 @@ def plan(index: StreamIndex | None, seconds: float, lead: int, tail: int) -> lis
 
 class WorkFolder:
     """`.<output name>.gpenvideo-work/` beside the output: plan.json, and per finished segment
-    `seg-NNNNN.mov` (video only) with `seg-NNNNN.json` (its counts). A segment is finished when
+    `seg-NNNNN.mov` (video only; .mp4 for codecs QuickTime cannot hold) with `seg-NNNNN.json` (its counts). A segment is finished when
     its JSON exists; both are written durably (fsync, then rename)."""
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path, suffix: str = SEGMENT_SUFFIX) -> None:
         self.path = output.with_name(f".{output.name}.gpenvideo-work")
+        self.suffix = suffix  # of the segment files (media.segment_container)
 
     def prepare(self, source: Path, settings: str, segments: list[Segment]) -> int:
         """Create the folder for this plan, or keep one left by an interrupted run of the same
@@ -150,10 +122,12 @@ class WorkFolder:
         return sum(1 for s in segments if self.done(s.number) is not None)
 
     def segment_file(self, number: int) -> Path:
-        return self.path / f"seg-{number:05d}{SEGMENT_SUFFIX}"
+        """The finished segment's video file."""
+        return self.path / f"seg-{number:05d}{self.suffix}"
 
     def partial_file(self, number: int) -> Path:
-        return self.path / f".seg-{number:05d}.partial-{os.getpid()}{SEGMENT_SUFFIX}"
+        """A name for the segment while it is written (made final by `commit`)."""
+        return self.path / f".seg-{number:05d}.partial-{os.getpid()}{self.suffix}"
 
     def done(self, number: int) -> dict[str, Any] | None:
         """The counts of a finished segment, or None if it is not finished."""
@@ -173,3 +147,215 @@ class WorkFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run does to each frame, and what of it the settings digest names."""
+
+    build: StageFactory | None = None  # a fresh stage list for a piece; None: a plain transcode
+    scale: int = 1  # output frames are the source's size times this (--upscale)
+    # frames before and after a frame that shape its result (segment lead-in and run-out);
+    # None: the largest `context` among the built stages
+    context: int | None = None
+    # what the stages do, for the settings digest; None: "identity" without stages, else the
+    # stages' names (give a name that changes with a custom stage's own parameters)
+    mode: str | None = None
+    model_files: tuple[Path, ...] = ()  # files whose weights shape the output (in the digest)
+
+    def stages(self, info: VideoInfo) -> list:
+        """Fresh stages for one piece of the film `info` describes."""
+        return self.build(info) if self.build is not None else []
+
+    def digest(self, cfg: RestoreConfig, info: VideoInfo | None = None) -> str:
+        """The settings digest of this recipe under `cfg` (manifest.settings_digest)."""
+        mode = self.mode
+        if mode is None:
+            names = [s.name for s in self.stages(info)] if self.build and info else []
+            mode = "stages:" + ",".join(names) if self.build else "identity"
+        return settings_digest(cfg, self.model_files, mode)
+
+
+@dataclass
+class RunPlan:
+    """One film on its way: the source open (checked and probed once; its decoder also decodes
+    an unsegmented run and hands on the audio to copy), the target, and the notes for the user.
+    Made by `prepare`; close it (or use it as a context manager)."""
+
+    source: Path
+    target: Path
+    cfg: RestoreConfig
+    decoder: media.Decoder  # the source, open
+    notes: list[str] = field(default_factory=list)  # about the output's name
+
+    @property
+    def info(self) -> VideoInfo:
+        return self.decoder.info
+
+    def close(self) -> None:
+        self.decoder.close()
+
+    def __enter__(self) -> RunPlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
+            overwrite: bool = False) -> RunPlan:
+    """Open and probe `source` and settle the output (outputs.resolve_output: a named file,
+    `<name>_restored.<ext>` beside the source, or in a folder, created here when missing).
+    Raises InputError for a bad input, OutputError for an output that cannot be written."""
+    validate(cfg)
+    source = Path(source)
+    decoder = media.Decoder(source, cfg.decode, copy_streams=cfg.encode.audio)
+    try:
+        target, notes = resolve_output(source, Path(output) if output else None, overwrite)
+        target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
+    except BaseException:
+        decoder.close()
+        raise
+    return RunPlan(source, target, cfg, decoder, notes)
+
+
+def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
+        recipe: Recipe | None = None, *, overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+        executor: SegmentExecutor | None = None) -> RunSummary:
+    """Decode `source`, pass every frame through the recipe's stages, encode to `output`:
+    `prepare` then `execute`. Returns a RunSummary; raises what they raise."""
+    with prepare(source, output, cfg, overwrite) as plan:
+        for note in plan.notes:
+            log.warning("%s", note)
+        return execute(plan, recipe or Recipe(), progress, executor)
+
+
+class SegmentExecutor(Protocol):
+    """Renders segments somewhere else. `render` yields (segment number, the segment file's
+    bytes, its counts) for each of `pieces`, in any order."""
+
+    def render(self, source: Path, pieces: list[Segment], cfg: RestoreConfig,
+               size: tuple[int, int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]: ...
+
+
+def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = None,
+            executor: SegmentExecutor | None = None) -> RunSummary:
+    """Render the film of `plan` into its target. A film longer than
+    cfg.pipeline.segment_seconds (and any film given an `executor`, e.g. distributed.RayExecutor)
+    runs in segments kept in a work folder beside the output; a later run with the same input
+    and settings (the recipe's digest) resumes after the last finished one.
+    Returns a RunSummary. Raises GpenVideoError subclasses (InputError, OutputError, EncodeError,
+    Cancelled ...); on any error the partial output is removed and the input is untouched."""
+    cfg, info, target = plan.cfg, plan.info, plan.target
+    remove_stale_partials(target, locked=False)
+    clock = Clock(info.frames, progress)
+    context = recipe.context
+    if context is None:
+        context = max((stage.context for stage in recipe.stages(info)), default=0)
+    pieces = [Segment(0, None, None, None, None)]
+    seconds = cfg.pipeline.segment_seconds
+    if seconds > 0 and (info.duration or 0) > seconds * SHORT_FILM:
+        pieces = plan_segments(media.scan(plan.source), seconds, context)
+    summary = RunSummary(input=str(plan.source), output=str(target), notes=list(plan.notes),
+                         duration=info.duration or 0.0)
+    size = (info.width * recipe.scale, info.height * recipe.scale)
+    tmp = temporary_path(target)
+    try:
+        if len(pieces) == 1 and executor is None:
+            chain = recipe.stages(info)
+            with media.Encoder(tmp, media.container_for(target), info, cfg.encode, size,
+                               source=plan.decoder) as encoder:
+                counts = run_piece(plan.decoder, Piece(), chain, encoder,
+                                   cfg.pipeline.queue_size, clock)
+            summary.add(counts, encoder.notes)
+        else:
+            _run_segmented(plan, recipe, pieces, size, clock, summary, executor)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if summary.corrupt_packets:
+        summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
+    summary.seconds = time.monotonic() - clock.started
+    return summary
+
+
+def plan_segments(index: media.StreamIndex | None, seconds: float, context: int
+                  ) -> list[Segment]:
+    """The segments of a film whose stages look `context` frames around each frame."""
+    return plan(index, seconds, lead=2 * context, tail=context + 1)
+
+
+def render_segment(source: Path, path: Path, cfg: RestoreConfig, segment: Segment,
+                   recipe: Recipe, size: tuple[int, int],
+                   clock: Clock | None = None) -> dict[str, Any]:
+    """Write one segment's video (no audio) to `path` in the segment container for
+    cfg.encode.codec; return its counts and notes. What an executor's worker runs."""
+    fmt, _ = media.segment_container(cfg.encode.codec)
+    encode = dataclasses.replace(cfg.encode, audio=False)
+    piece = Piece(segment.seek, segment.stop, segment.writes)
+    with media.Decoder(source, cfg.decode) as decoder:
+        chain = recipe.stages(decoder.info)
+        with media.Encoder(path, fmt, decoder.info, encode, size) as encoder:
+            counts = run_piece(decoder, piece, chain, encoder, cfg.pipeline.queue_size,
+                               clock or Clock())
+    return {**counts, "notes": encoder.notes}
+
+
+def _run_segmented(plan: RunPlan, recipe: Recipe, pieces: list[Segment], size: tuple[int, int],
+                   clock: Clock, summary: RunSummary, executor: SegmentExecutor | None) -> None:
+    cfg, source = plan.cfg, plan.source
+    _, suffix = media.segment_container(cfg.encode.codec)
+    work = WorkFolder(plan.target, suffix)
+    if not cfg.pipeline.resume:
+        work.remove()
+    kept = work.prepare(source, recipe.digest(cfg, plan.info), pieces)
+    if kept:
+        log.info("%s: resuming after %d finished segments of %d", source, kept, len(pieces))
+    summary.segments, summary.segments_resumed = len(pieces), 0
+
+    def finished(counts: dict[str, Any], resumed: bool = False) -> None:
+        summary.add(counts, counts.get("notes", []))
+        clock.finished(counts["frames"], counts["faces"], resumed)
+
+    todo = []
+    for piece in pieces:
+        counts = work.done(piece.number)
+        if counts is None:
+            todo.append(piece)
+        else:
+            finished(counts, resumed=True)
+            summary.segments_resumed += 1
+            summary.frames_resumed += counts["frames"]
+
+    try:
+        if executor is not None:
+            for number, data, counts in executor.render(source, todo, cfg, size):
+                partial = work.partial_file(number)
+                partial.write_bytes(data)
+                work.commit(number, partial, counts)
+                finished(counts)
+                clock.report()
+        else:
+            for piece in todo:
+                partial = work.partial_file(piece.number)
+                try:
+                    counts = render_segment(source, partial, cfg, piece, recipe, size, clock)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+                work.commit(piece.number, partial, counts)
+                finished(counts)
+                clock.report()
+    except (Cancelled, KeyboardInterrupt):
+        done = sum(1 for p in pieces if work.done(p.number) is not None)
+        if not done:
+            raise Cancelled(f"{source}: interrupted; no output was written") from None
+        raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
+                        f"{work.path}; run the same command again to resume") from None
+    notes = media.concatenate([work.segment_file(p.number) for p in pieces],
+                              temporary_path(plan.target), media.container_for(plan.target),
+                              plan.info, cfg.encode)
+    summary.notes += [n for n in notes if n not in summary.notes]
+    work.remove()

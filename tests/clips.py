@@ -60,8 +60,8 @@ def make_clip(path: Path, *, frames: int = 30, size: tuple[int, int] = (160, 120
             a.codec_context.layout = "stereo" if k == 0 else "mono"
             a.metadata["language"] = ["eng", "fra", "deu"][k % 3]
             audio_streams.append(a)
-        sub = out.add_stream("mov_text" if path.suffix == ".mp4" else "subrip") if subtitles \
-            else None
+        cues = _subtitle_cues(path, frames / fps) if subtitles else None
+        sub = out.add_stream_from_template(cues.streams.subtitles[0]) if cues else None
         pts = 0
         yy, xx = np.mgrid[0:height, 0:width]
         for i in range(frames):
@@ -110,6 +110,22 @@ def make_clip(path: Path, *, frames: int = 30, size: tuple[int, int] = (160, 120
                 t0 += n
             for packet in a.encode(None):
                 out.mux(packet)
-        if sub is not None:
-            pass  # subtitle packets need text encoding support; the stream header is enough
+        if sub is not None:  # the cues' packets copied as they are
+            for packet in cues.demux(cues.streams.subtitles[0]):
+                if packet.size:
+                    packet.stream = sub
+                    out.mux(packet)
+            cues.close()
+            Path(cues.name).unlink()
     return path
+
+
+def _subtitle_cues(path: Path, seconds: float) -> av.container.InputContainer:
+    """An open SubRip file of one cue a second (PyAV has no subtitle encoder: a clip's subtitle
+    stream is copied from it). Matroska holds SubRip; MP4 does not."""
+    srt = path.with_suffix(".cues.srt")
+    lines = []
+    for k in range(max(1, int(seconds))):
+        lines += [str(k + 1), f"00:00:{k:02d},000 --> 00:00:{k:02d},800", f"line {k}", ""]
+    srt.write_text("\n".join(lines), encoding="utf-8")
+    return av.open(str(srt))

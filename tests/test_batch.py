@@ -18,7 +18,7 @@ import pytest
 from clips import make_clip
 from conftest import ROOT, SHARED, shared_file, tiny_gpen
 
-from gpenvideo import batch, manifest, pipeline, segments
+from gpenvideo import batch, manifest, media, segments
 from gpenvideo.cli import main
 from gpenvideo.config import RestoreConfig
 
@@ -48,7 +48,7 @@ def face_clip(path: Path, frames: int = 100, gop: int = 10) -> Path:
 # -- segments ----------------------------------------------------------------------------------
 
 def test_plan_cuts_at_keyframes_with_lead_in_and_run_out():
-    index = segments.StreamIndex(pts=list(range(100)), keyframes=list(range(0, 100, 10)),
+    index = media.StreamIndex(pts=list(range(100)), keyframes=list(range(0, 100, 10)),
                                  time_base=__import__("fractions").Fraction(1, 10))
     plan = segments.plan(index, seconds=2.5, lead=6, tail=4)
     assert [(s.first, s.end) for s in plan] == [(None, 30), (30, 60), (60, 90), (90, None)]
@@ -65,7 +65,7 @@ def test_segmented_transcode_keeps_every_timestamp_and_the_audio(tmp_path):
     src = make_clip(tmp_path / "long.mp4", seconds=8, gop=25, audio=1)
     out = tmp_path / "out.mp4"
     cfg = RestoreConfig().replace("pipeline", segment_seconds=2)
-    summary = pipeline.run(src, out, cfg)
+    summary = segments.run(src, out, cfg)
     assert summary.segments >= 3 and summary.frames == 200
     assert [t for t, _ in decoded(out)] == [t for t, _ in decoded(src)]
     assert packets(out, "audio") == packets(src, "audio")

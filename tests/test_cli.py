@@ -18,7 +18,7 @@ import pytest
 from clips import make_clip
 from conftest import ROOT, shared_file
 
-from gpenvideo import batch, manifest, pipeline, segments
+from gpenvideo import batch, engine, manifest, segments
 from gpenvideo.cli import main
 from gpenvideo.config import DetectConfig, RestoreConfig
 
@@ -222,7 +222,7 @@ def test_a_failed_file_leaves_no_new_output_folder(tmp_path):
 
 def test_library_output_folder(tmp_path):
     src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
-    summary = pipeline.run(src, tmp_path / "made", RestoreConfig())
+    summary = segments.run(src, tmp_path / "made", RestoreConfig())
     assert Path(summary.output) == tmp_path / "made" / "film_restored.mp4"
     assert Path(summary.output).is_file()
 
@@ -279,32 +279,32 @@ def test_progress_after_a_resume_counts_only_frames_rendered_now(tmp_path):
     out = tmp_path / "out.mp4"
     cfg = RestoreConfig().replace("pipeline", segment_seconds=1)
 
-    def stop_after_a_segment(p: pipeline.Progress) -> None:
+    def stop_after_a_segment(p: engine.Progress) -> None:
         if p.frames_done > 25:  # during or after the second segment
             raise KeyboardInterrupt
 
     with pytest.raises(Exception, match="interrupted"):
-        pipeline.run(src, out, cfg, progress=stop_after_a_segment)
+        segments.run(src, out, cfg, progress=stop_after_a_segment)
     work = segments.WorkFolder(out)
     resumed = sum(json.loads(f.read_text())["frames"] for f in work.path.glob("seg-*.json"))
     assert 25 <= resumed < 100
 
-    seen: list[pipeline.Progress] = []
-    summary = pipeline.run(src, out, cfg, progress=seen.append)
+    seen: list[engine.Progress] = []
+    summary = segments.run(src, out, cfg, progress=seen.append)
     assert summary.frames == 100 and summary.frames_resumed == resumed
     assert summary.fps == pytest.approx((100 - resumed) / summary.seconds)
     assert all(p.frames_resumed == resumed for p in seen)
     last = seen[-1]
     assert last.frames_done == 100
     assert last.fps == pytest.approx((100 - resumed) / last.elapsed)
-    early = pipeline.Progress(frames_done=60, frames_total=100, elapsed=2.0, frames_resumed=50)
+    early = engine.Progress(frames_done=60, frames_total=100, elapsed=2.0, frames_resumed=50)
     assert early.fps == 5.0 and early.eta == 8.0  # not 30 fps and 1.3 s
-    assert pipeline.Progress(50, 100, 1.0, frames_resumed=50).eta is None
+    assert engine.Progress(50, 100, 1.0, frames_resumed=50).eta is None
 
 
 SLOW_RUN = """
 import sys, time
-from gpenvideo import encoder
+from gpenvideo.media import encode as encoder
 from gpenvideo.cli import main
 mux = encoder.Encoder._mux_video
 def slow(self, packets):  # slow muxing: the partial file exists for a while
@@ -358,7 +358,7 @@ def test_stale_partial_files_of_killed_runs_are_removed(tmp_path):
     for path in [*stale, running, other]:
         path.write_bytes(b"x")
 
-    pipeline.run(src, target, RestoreConfig())  # no lock: only dead processes' files
+    segments.run(src, target, RestoreConfig())  # no lock: only dead processes' files
     assert not any(p.exists() for p in stale) and running.exists() and other.exists()
 
     # under the output's lock (as every CLI run is) no other run can be writing it

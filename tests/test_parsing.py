@@ -14,6 +14,7 @@ from gpenvideo.cli import main
 from gpenvideo.compositor import Compositor
 from gpenvideo.config import CompositeConfig
 from gpenvideo.errors import InputError, WeightsError
+from gpenvideo.frames import Frame
 from gpenvideo.parsing import BORDER, FaceParser, parsenet_class
 
 needs_facexlib = pytest.mark.skipif(
@@ -30,8 +31,10 @@ def test_parsing_mask_narrows_the_paste_to_the_face():
     parsed[:, size // 2:] = 1.0  # the crop's right half is face, its left half hair
     m = align.face_transform(LANDMARKS, size)
     image = np.full((120, 120, 3), 100, np.uint8)
-    comp.paste(image, m, np.zeros((size, size, 3), np.uint8),
+    frame = Frame(0, 0, 0, image)
+    comp.paste(frame, m, np.zeros((size, size, 3), np.uint8),
                np.full((size, size, 3), 250, np.uint8), parsed)
+    image = frame.image
     inv = align.invert(m)
     template = align.warp(comp.mask, inv, (120, 120))
     face = align.warp(comp.mask * parsed, inv, (120, 120))

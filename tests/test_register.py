@@ -13,13 +13,11 @@ from scipy.signal import savgol_filter
 
 from gpenvideo import align
 from gpenvideo.config import DetectConfig, RegisterConfig, TrackConfig
-from gpenvideo.decoder import Decoder
-from gpenvideo.detector import create_detector
+from gpenvideo.detector import DetectStage, create_detector
+from gpenvideo.engine import run_chain
 from gpenvideo.frames import Frame, TrackedFace
-from gpenvideo.pipeline import run_chain
-from gpenvideo.register import (TEMPLATE_EYE_DISTANCE, Registrar, crop_motion,
-                                landmark_matrix)
-from gpenvideo.restorer import DetectStage
+from gpenvideo.media.decode import Decoder
+from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, crop_motion, landmark_matrix
 from gpenvideo.tracker import Tracker
 
 CLIP = "sadtalker_WDA_KatieHill_000.mp4"

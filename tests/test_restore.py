@@ -13,11 +13,11 @@ from conftest import SHARED, shared_file, tiny_gpen
 from gpenvideo import align
 from gpenvideo.cli import main
 from gpenvideo.compositor import Compositor, face_mask, scaled_transform, upscale
-from gpenvideo.config import CompositeConfig, TrackConfig
-from gpenvideo.decoder import Decoder
+from gpenvideo.config import CompositeConfig, DetectConfig, TrackConfig
 from gpenvideo.detector import YuNetDetector
-from gpenvideo.pipeline import run_chain
-from gpenvideo.config import DetectConfig
+from gpenvideo.engine import run_chain
+from gpenvideo.frames import Frame
+from gpenvideo.media.decode import Decoder
 from gpenvideo.restorer import RestoreStage
 from gpenvideo.tracker import Tracker
 
@@ -119,7 +119,9 @@ def test_compositor_handles_16_bit_frames(dtype):
     comp = Compositor(CompositeConfig(color_match=False), 64, 1.0)
     image = np.full((100, 120, 3), 1000, dtype)
     m = align.face_transform(np.array([[50, 45], [70, 45], [60, 55], [52, 65], [68, 65]]), 64)
-    comp.paste(image, m, np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8))
+    frame = Frame(0, 0, 0, image)
+    comp.paste(frame, m, np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8))
+    image = frame.image
     assert image.dtype == dtype and image.max() > 40000 and image[0, 0, 0] == 1000
 
 
@@ -174,7 +176,9 @@ def test_a_large_crop_is_shrunk_without_aliasing():
     image = np.full((120, 120, 3), 127, np.uint8)
     pts = np.array([[50, 50], [66, 50], [58, 58], [52, 66], [64, 66]], np.float64)
     m = align.face_transform(pts, 512)
-    comp.paste(image, m, stripes, stripes)
+    frame = Frame(0, 0, 0, image)
+    comp.paste(frame, m, stripes, stripes)
+    image = frame.image
     core = image[52:62, 52:62].astype(float)
     assert abs(core.mean() - 127.5) < 10 and core.std() < 12
 

@@ -13,8 +13,8 @@ from conftest import SHARED, shared_file
 
 from gpenvideo import align
 from gpenvideo.config import RestoreConfig, TrackConfig
+from gpenvideo.detector import DetectStage
 from gpenvideo.frames import Detection, Frame
-from gpenvideo.restorer import DetectStage
 from gpenvideo.tracker import Tracker, smooth_path
 
 BASE = np.array([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]], np.float64)
@@ -186,7 +186,7 @@ needs_facexlib = pytest.mark.skipif(
 
 
 def _frames(clip: str, n: int) -> list[np.ndarray]:
-    from gpenvideo.decoder import Decoder
+    from gpenvideo.media.decode import Decoder
 
     with Decoder(shared_file("media", clip)) as dec:
         return [f.image for f, _ in zip(dec.frames(), range(n))]
@@ -409,9 +409,9 @@ def test_min_face_size_and_score_threshold_drop_faces(backend):
 
 @needs_facexlib
 def test_retinaface_default_threshold_keeps_the_sample_clips_face_and_drops_her_cap_badge():
+    from gpenvideo.api import track_video
     from gpenvideo.config import DetectConfig
     from gpenvideo.detector import score_threshold
-    from gpenvideo.pipeline import track_video
 
     sample = Path(__file__).resolve().parents[1] / "samples" / "grace_hopper_homemovie.mp4"
     weights = str(shared_file("weights", "detection_mobilenet0.25_Final.pth").parent)
@@ -419,9 +419,9 @@ def test_retinaface_default_threshold_keeps_the_sample_clips_face_and_drops_her_
     assert score_threshold(DetectConfig(backend="retinaface", score_threshold=0.5)) == 0.5
     cfg = RestoreConfig().replace("detect", backend="retinaface").replace(
         "model", weights_dir=weights)
-    doc = track_video(sample, cfg)
+    doc = track_video(sample, config=cfg)
     assert all(len(f["faces"]) == 1 for f in doc["frames"])
     # at a YuNet-like 0.6 the badge on her cap (scores up to 0.78) becomes a second track,
     # and GPEN would paint a face on it
-    loose = track_video(sample, cfg.replace("detect", score_threshold=0.6))
+    loose = track_video(sample, config=cfg, score_threshold=0.6)
     assert len({x["track"] for f in loose["frames"] for x in f["faces"]}) == 2

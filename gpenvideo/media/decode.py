@@ -8,6 +8,7 @@ the same metadata), optional deinterlacing through libavfilter's bwdif.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -17,9 +18,9 @@ import av
 import cv2
 import numpy as np
 
-from .config import DecodeConfig
-from .errors import InputError
-from .frames import Frame, VideoInfo
+from ..config import DecodeConfig
+from ..errors import InputError
+from ..frames import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,27 @@ SPACE_BT2020_NCL = 9
 _SWS_SPACE = {SPACE_BT709: "ITU709", SPACE_BT470BG: "ITU601", SPACE_SMPTE170M: "ITU601",
               SPACE_BT2020_NCL: "ITU2020"}
 HD_HEIGHT = 720  # untagged sources at least this tall are taken to be BT.709, as players do
+
+
+class Picture:
+    """The decoder's own picture behind a Frame (Frame.source): an opaque handle that only this
+    package reads (the encoder writes its planes as they are where no stage changed a pixel)."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        self._frame = frame
+
+
+def picture_frame(handle: object) -> av.VideoFrame | None:
+    """The av.VideoFrame behind a Frame.source handle, or None (no handle, or another kind)."""
+    return handle._frame if isinstance(handle, Picture) else None
+
+
+def video_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
+    """The video streams of a file that hold a film (cover pictures left out)."""
+    return [s for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic]
 
 
 def check_input_path(path: Path) -> None:
@@ -100,14 +122,20 @@ class Decoder:
 
     `info` describes the stream (available right after construction); `frames()` yields
     Frame objects once; `corrupt_packets` counts packets that failed to decode and were skipped.
+    copy_streams: also demux the audio and subtitle streams, whose packets an Encoder given this
+    decoder copies (the source is read once, by one demuxer, for both).
     Raises InputError for anything that is not a readable video.
     """
 
-    def __init__(self, path: str | Path, cfg: DecodeConfig | None = None) -> None:
+    def __init__(self, path: str | Path, cfg: DecodeConfig | None = None, *,
+                 copy_streams: bool = False) -> None:
         self.path = Path(path)
         self.cfg = cfg or DecodeConfig()
         self.corrupt_packets = 0
         self.repaired_timestamps = 0
+        self.copy_streams = copy_streams
+        # audio and subtitle packets demuxed and not yet taken by an Encoder (media-internal)
+        self._copied: collections.deque[av.Packet] = collections.deque()
         check_input_path(self.path)
         try:
             self._container = av.open(str(self.path), mode="r", metadata_errors="replace")
@@ -123,8 +151,7 @@ class Decoder:
             raise
 
     def _open_stream(self) -> None:
-        streams = [s for s in self._container.streams.video
-                   if not s.disposition & av.stream.Disposition.attached_pic]
+        streams = video_streams(self._container)
         if not streams:
             raise InputError(f"{self.path}: has no video stream (audio only?); give a video file")
         self._stream = streams[0]
@@ -205,9 +232,24 @@ class Decoder:
         graph.configure()
         return graph
 
+    def copied_streams(self) -> list[av.stream.Stream]:
+        """The audio and subtitle streams whose packets this decoder hands on (copy_streams)."""
+        if not self.copy_streams:
+            return []
+        return [s for s in self._container.streams if s.type in ("audio", "subtitle")]
+
+    def take_copied(self) -> av.Packet | None:
+        """The next demuxed packet of copied_streams() in file order, or None when none is
+        waiting (the decoding thread may demux more later; all are in once frames() ends)."""
+        try:
+            return self._copied.popleft()
+        except IndexError:
+            return None
+
     def _decoded_frames(self) -> Iterator[av.VideoFrame]:
-        """Raw decoded frames; packets that fail to decode are counted and skipped."""
-        demux = self._container.demux(self._stream)
+        """Raw decoded frames; packets that fail to decode are counted and skipped. Packets of
+        the copied streams are set aside for the encoder."""
+        demux = self._container.demux([self._stream, *self.copied_streams()])
         while True:
             try:
                 packet = next(demux)
@@ -217,6 +259,10 @@ class Decoder:
                 self.corrupt_packets += 1
                 log.warning("%s: demuxing stopped early (%s)", self.path, _reason(exc))
                 return
+            if packet.stream.index != self._stream.index:
+                if packet.size:  # size 0: the demuxer's flush marker, not data
+                    self._copied.append(packet)
+                continue
             try:
                 yield from packet.decode()
             except av.FFmpegError:
@@ -275,7 +321,7 @@ class Decoder:
             if info.rotation:
                 image = np.ascontiguousarray(np.rot90(image, info.rotation // 90))
             yield Frame(index=index, pts=int(pts), duration=int(duration), image=image,
-                        source=vf)
+                        source=Picture(vf))
             if stop is not None and pts >= stop:
                 break
         if self.repaired_timestamps:

@@ -3,7 +3,9 @@
 The video keeps the source's timestamps, time base, frame durations, colour tags, sample aspect
 ratio, rotation metadata and container tags. Audio and subtitle packets are copied bit for bit
 from a second demuxer of the source and interleaved by time; a stream the output container
-cannot hold is transcoded (audio to AAC) or left out, with a warning either way.
+cannot hold is transcoded (audio to AAC) or left out, with a warning either way. The packets
+come from the Decoder that reads the frames (one demuxer for the whole run), or, for the
+concatenation of segments, from a demuxer of the source opened here.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .config import EncodeConfig
-from .decoder import plane_array, sws_colorspace, sws_range
-from .errors import EncodeError, InputError
-from .frames import Frame, VideoInfo
+from ..config import EncodeConfig
+from ..errors import EncodeError, InputError
+from ..frames import Frame, VideoInfo
+from .decode import Decoder, picture_frame, plane_array, sws_colorspace, sws_range
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +103,26 @@ class Encoder:
     size: (width, height) of the frames that will be written, upright (the source's size times
     the upscale factor). With `video_template` (a stream of already encoded video, e.g. a
     finished segment) nothing is encoded: `write_packet` muxes that stream's packets as they are.
-    The source's audio and subtitles are copied when cfg.audio is set.
+    The source's audio and subtitles are copied when cfg.audio is set: from `source`, the
+    Decoder of the frames (opened with copy_streams), else from a demuxer of info.path.
     Raises InputError when the container cannot hold the codec, EncodeError when encoding fails.
     """
 
     def __init__(self, path: Path, fmt: str, info: VideoInfo, cfg: EncodeConfig,
                  size: tuple[int, int] | None = None,
-                 video_template: av.VideoStream | None = None) -> None:
+                 video_template: av.VideoStream | None = None,
+                 source: Decoder | None = None) -> None:
         self.path = path
         self.info = info
         self.cfg = cfg
-        self.frames_written = 0
         self._durations: dict[int, int] = {}  # pts -> source frame duration, until muxed
         self.notes: list[str] = []  # what was transcoded or left out, for the summary
         width, height = size or (info.width, info.height)
         if info.rotation in (90, -90):  # written in the source's stored orientation
             width, height = height, width
-        self._source: av.container.InputContainer | None = None
+        self._source: av.container.InputContainer | None = None  # opened here for the copies
+        self._decoder = source if source is not None and source.copy_streams else None
+        self._next_copy: av.Packet | None = None
         self._out = av.open(str(path), mode="w", format=fmt)
         try:
             if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
@@ -137,7 +142,6 @@ class Encoder:
                                                             "minor_version",
                                                             "compatible_brands")})
             self._pending = self._copied_packets()
-            self._next_copy = next(self._pending, None)
         except BaseException:
             self._close_containers()
             raise
@@ -184,10 +188,12 @@ class Encoder:
                                 if k.lower() in ("language", "title", "creation_time")})
 
     def _add_copied_streams(self) -> None:
-        self._source = av.open(self.info.path, mode="r", metadata_errors="replace")
-        for stream in self._source.streams:
-            if stream.type not in ("audio", "subtitle"):
-                continue
+        if self._decoder is not None:
+            streams = self._decoder.copied_streams()
+        else:
+            self._source = av.open(self.info.path, mode="r", metadata_errors="replace")
+            streams = [s for s in self._source.streams if s.type in ("audio", "subtitle")]
+        for stream in streams:
             name = stream.codec_context.name if stream.codec_context else "unknown"
             if _codec_ok(self._out, name):
                 out = self._out.add_stream_from_template(stream)
@@ -214,7 +220,14 @@ class Encoder:
         self.notes.append(text)
         log.warning("%s", text)
 
-    def _copied_packets(self) -> Iterator[av.Packet]:
+    def _copied_packets(self) -> Iterator[av.Packet | None]:
+        """The copied streams' packets in file order; None where none is waiting yet (the
+        decoder's thread demuxes the rest later)."""
+        if self._decoder is not None:  # packets of streams left out are dropped as they come
+            while True:
+                packet = self._decoder.take_copied()
+                if packet is None or packet.stream.index in self._copies:
+                    yield packet
         if not self._copies or self._source is None:
             return
         streams = [c.src for c in self._copies.values()]
@@ -228,8 +241,12 @@ class Encoder:
 
     def _mux_copies_until(self, seconds: float | None) -> None:
         """Mux pending copied packets up to `seconds` (all of them when None)."""
-        while self._next_copy is not None:
+        while True:
+            if self._next_copy is None:
+                self._next_copy = next(self._pending, None)
             packet = self._next_copy
+            if packet is None:
+                break
             t = _packet_seconds(packet)
             if seconds is not None and t is not None and t > seconds + INTERLEAVE_AHEAD:
                 return
@@ -239,7 +256,7 @@ class Encoder:
                 self._out.mux(packet)
             else:
                 self._transcode(copy, packet)
-            self._next_copy = next(self._pending, None)
+            self._next_copy = None
         if seconds is None:
             for copy in self._copies.values():
                 if copy.resampler is not None:
@@ -268,7 +285,6 @@ class Encoder:
             raise EncodeError(f"{self.path.name}: the {self.cfg.codec} encoder failed "
                               f"({exc}); try another --codec") from exc
         self._mux_video(packets)
-        self.frames_written += 1
 
     def _picture(self, frame: Frame) -> av.VideoFrame:
         """The frame to encode: the decoder's own planes, with the pixels a stage changed
@@ -276,8 +292,8 @@ class Encoder:
         image converted."""
         cc = self._video.codec_context
         turns = (-self.info.rotation // 90) % 4  # np.rot90 turns from upright to stored
-        source = frame.source
-        if not (isinstance(source, av.VideoFrame) and source.format.name == cc.pix_fmt
+        source = picture_frame(frame.source)
+        if not (source is not None and source.format.name == cc.pix_fmt
                 and (source.width, source.height) == (cc.width, cc.height)
                 and cc.pix_fmt in PLANAR_YUV):
             return self._from_bgr(np.rot90(frame.image, turns))

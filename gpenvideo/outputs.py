@@ -1,0 +1,109 @@
+"""Where an output goes: the one naming rule for single runs and batches, checks of a target
+before anything is written, temporary names for writing in progress, and the clean-up of those
+left by killed runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import manifest
+from .errors import InputError, OutputError
+from .media import container_for, default_output_suffix
+
+
+def is_folder_name(output: str | Path) -> bool:
+    """Whether an output the user gave names a folder: one that exists, or a name ending in a
+    slash or without a suffix (`-o out/`, `-o restored`); such a folder is created when missing."""
+    text = str(output)
+    return (text.endswith(("/", os.sep)) or Path(text).is_dir()
+            or (not Path(text).suffix and not Path(text).exists()))
+
+
+def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[str]]:
+    """The default output of `source`: `<name>_restored.<ext>` in `folder` (default: beside the
+    source), and the notes to tell the user about it. An input in an old container (AVI, DV,
+    MPEG-PS, WebM ...) gets an .mkv output and a note saying so. The one naming rule, for
+    single runs and batches alike."""
+    suffix = default_output_suffix(source)
+    name = f"{source.stem}_restored{suffix}"
+    output = (folder if folder is not None else source.parent) / name
+    notes = []
+    if suffix != source.suffix.lower():
+        notes.append(f"writing {name}: the {source.suffix or 'source'} container cannot hold "
+                     "the re-encoded video with the audio copied; MKV can")
+    return output, notes
+
+
+def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[Path, list[str]]:
+    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source, or in the
+    folder `output` names (see is_folder_name; `run` creates it when missing).
+
+    Returns the target and notes for the user (see output_name).
+    Raises OutputError if the target is the input itself, exists without `overwrite`, or the
+    folder of a named output file does not exist; InputError for an output suffix whose
+    container is not supported.
+    """
+    notes: list[str] = []
+    named_file = output is not None and not is_folder_name(output)
+    if not named_file:
+        output, notes = output_name(source, output)
+    if container_for(output) is None:
+        raise InputError(f"{output}: unsupported output type {output.suffix!r}; "
+                         "name the output .mkv, .mp4, .mov or .m4v, or a folder")
+    if output.resolve() == source.resolve():
+        raise OutputError(f"{output}: is the input file; choose another output name")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OutputError(f"{output}: {output.parent} is a file, not a folder; "
+                          "choose another output folder")
+    if named_file and not output.parent.is_dir():
+        raise OutputError(f"{output}: the folder {output.parent} does not exist; create it first")
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
+    return output, notes
+
+
+PARTIAL_MARK = ".partial-"  # in the names of files being written: .NAME.partial-PID.EXT
+
+
+def temporary_path(output: Path) -> Path:
+    """A name beside `output` for writing in progress (renamed over `output` when complete)."""
+    return output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
+
+
+def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
+    """Remove what runs killed while writing `output` left beside it (the temporary output and
+    the manifest's temporary file, `.NAME.partial-PID...`): files of processes no longer alive,
+    or, when the caller holds the output's lock (so no other run can be writing it), all of
+    them except this process's own. Returns the files removed."""
+    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
+    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
+             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
+    removed: list[Path] = []
+    try:
+        entries = list(output.parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        digits = next((path.name[len(pre):len(path.name) - len(suf)] for pre, suf in kinds
+                       if path.name.startswith(pre) and path.name.endswith(suf)), "")
+        if not digits.isdigit() or int(digits) == os.getpid():
+            continue
+        if not locked and _pid_alive(int(digits)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
