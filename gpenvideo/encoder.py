@@ -89,11 +89,13 @@ def usable_cores() -> int:
     return cores
 
 
-def probe_encoder(codec: str, pix_fmt: str = "yuv420p") -> str | None:
-    """Open `codec` once on a small picture. Returns None when it works, else the reason."""
+def probe_encoder(codec: str, pix_fmt: str = "yuv420p",
+                  size: tuple[int, int] = (PROBE_SIZE, PROBE_SIZE)) -> str | None:
+    """Open `codec` once on a `size` (width, height) picture. Returns None when it works, else
+    the reason."""
     try:
         cc = av.CodecContext.create(codec, "w")
-        cc.width = cc.height = PROBE_SIZE
+        cc.width, cc.height = padded_size(codec, pix_fmt, *size)
         cc.pix_fmt = pix_fmt
         cc.time_base = Fraction(1, 25)
         cc.open()
@@ -121,10 +123,11 @@ def check_encoder(cfg: EncodeConfig) -> None:
                              f"--codec {cpu}, or --codec auto to take NVENC only where it works")
 
 
-def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None
-                   ) -> tuple[EncodeConfig, list[str]]:
-    """The encode settings with `auto` decided for this source and output container `fmt`
-    (muxer name), and notes saying what was chosen where it differs from the source.
+def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None,
+                   size: tuple[int, int] | None = None) -> tuple[EncodeConfig, list[str]]:
+    """The encode settings with `auto` decided for this source, output container `fmt` (muxer
+    name) and output size (width, height; default the source's), and notes saying what was
+    chosen where it differs from the source.
 
     auto: NVENC where it opens (H.264, or HEVC Main 10 for deeper sources); on the CPU, ProRes
     422 HQ for a 4:2:2 or intermediate-codec source written to .mov, else libx264, in 8-bit
@@ -136,7 +139,9 @@ def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None
         return cfg, []
     deep = info.bit_depth > 8
     nvenc = "hevc_nvenc" if deep else "h264_nvenc"
-    if probe_encoder(nvenc, "p010le" if deep else "yuv420p") is None:
+    # at the film's own size: NVENC has a minimum (about 145 x 49) and a maximum size
+    if probe_encoder(nvenc, "p010le" if deep else "yuv420p",
+                     size or (info.width, info.height)) is None:
         return dataclasses.replace(cfg, codec=nvenc), []
     pro = info.chroma == "422" or info.codec in INTERMEDIATE_CODECS
     if fmt == "mov" and pro:
@@ -212,7 +217,7 @@ class Encoder:
             width, height = height, width
         self._source: av.container.InputContainer | None = None
         if cfg.codec == "auto" and video_template is None:
-            self.cfg = cfg = self._resolved(cfg, info, fmt)
+            self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
         self._out = av.open(str(path), mode="w", format=fmt)
         try:
             if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
@@ -242,8 +247,9 @@ class Encoder:
         self._deep = info.bit_depth > 8
         self._size = (width, height)  # stored orientation, before any padding
 
-    def _resolved(self, cfg: EncodeConfig, info: VideoInfo, fmt: str) -> EncodeConfig:
-        cfg, notes = resolve_encode(cfg, info, fmt)
+    def _resolved(self, cfg: EncodeConfig, info: VideoInfo, fmt: str,
+                  size: tuple[int, int]) -> EncodeConfig:
+        cfg, notes = resolve_encode(cfg, info, fmt, size)
         for note in notes:
             self._note(note)
         return cfg

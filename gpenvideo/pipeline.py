@@ -177,12 +177,12 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     factory = stages or (lambda info: [])
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
-    encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target))
+    size = size_for(info) if size_for else (info.width, info.height)
+    encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
     cfg = dataclasses.replace(cfg, encode=encode)  # auto decided once, for every segment
     for note in encode_notes:
         log.warning("%s", note)
     notes += encode_notes
-    size = size_for(info) if size_for else (info.width, info.height)
     if context is None:
         context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
