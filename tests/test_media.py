@@ -12,9 +12,9 @@ from clips import make_clip
 from test_io import identity, stored_planes
 
 from gpenvideo.cli import main
-from gpenvideo.config import RestoreConfig
+from gpenvideo.config import EncodeConfig, RestoreConfig
 from gpenvideo.decoder import Decoder
-from gpenvideo.encoder import probe_encoder
+from gpenvideo.encoder import Encoder, probe_encoder
 
 
 def test_odd_size_full_range_capture_keeps_every_pixel(tmp_path):
@@ -130,3 +130,32 @@ def test_grey_levels_decode_to_the_exact_full_range_value(tmp_path):
     for k in range(3):  # rounded to the nearest level (swscale's fixed point: within 0.01)
         assert np.abs(image[..., k] - exact).max() < 0.51
     assert image[:, -1].min() == 255 and image[:, 0].max() == 0
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_pixels_changed_at_the_edge_of_an_odd_picture_are_padded_with_it(tmp_path, rotation):
+    # a face pasted against the right and bottom edges of an odd-size 4:2:0 picture: the
+    # repeated column and row follow what was pasted, the rest stays as decoded
+    src = make_clip(tmp_path / "o.mkv", frames=2, size=(97, 65), codec="ffv1",
+                    rotation=rotation)
+    out = tmp_path / "x.mkv"
+    with Decoder(src) as dec, Encoder(out, "matroska", dec.info,
+                                      EncodeConfig(codec="libx264", crf=0, audio=False)) as enc:
+        h, w = dec.info.height, dec.info.width
+        for frame in dec.frames():
+            mask = np.zeros((h, w), bool)
+            mask[h // 2:, w // 2:] = True
+            frame.image[mask] = (30, 220, 60)
+            frame.changed.append((0, 0, mask))
+            enc.write(frame)
+    for a, b in zip(stored_planes(src), stored_planes(out), strict=True):
+        y_in, y_out = a[0], b[0]
+        assert y_out.shape == (66, 98)
+        assert np.array_equal(y_out[:, 97], y_out[:, 96]) and np.array_equal(y_out[65], y_out[64])
+        assert not np.array_equal(y_in, y_out[:65, :97])  # the paste arrived
+        # away from the pasted corner (and its chroma block) the decoder's planes are kept
+        untouched = np.ones((65, 97), bool)
+        painted = np.zeros((h, w), bool)
+        painted[h // 2 - 2:, w // 2 - 2:] = True
+        untouched &= ~np.rot90(painted, (-rotation // 90) % 4)
+        assert np.array_equal(y_in[untouched], y_out[:65, :97][untouched])
