@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the batch report to REPORT.json and REPORT.csv (default for "
                         "several inputs: gpenvideo-report-<time> in the output or input folder)")
     _add_decode(r)
-    r.add_argument("--codec", choices=CODECS, help="video encoder (default libx264)")
+    r.add_argument("--codec", choices=CODECS,
+                   help="video encoder (default auto: NVENC where it works, else libx264)")
     r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
     r.add_argument("--preset", help="encoder speed preset (codec default)")
     r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
@@ -264,7 +265,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             return
         if outcome.status == "done":
             print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
-                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)")
+                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+                  + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
             for note in outcome.warnings:
                 print(f"  note: {note}")
         elif outcome.status == "skipped":

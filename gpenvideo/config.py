@@ -20,7 +20,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import InputError
 
 DEINTERLACE_MODES = ("auto", "on", "off")
-CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1", "prores_ks")
+CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
+          "prores_ks")
 DETECTORS = ("yunet", "retinaface")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -36,7 +37,10 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    codec: str = "libx264"  # one of CODECS
+    # one of CODECS; auto: NVENC where it opens, else libx264 (ProRes for 4:2:2 sources in .mov)
+    codec: str = "auto"
+    # output pixel format, e.g. yuv420p; None: the source's depth and chroma where the codec allows
+    pix_fmt: str | None = None
     crf: int | None = None  # quality (lower is better); None: the codec's default in encoder.py
     preset: str | None = None  # encoder speed preset; None: the codec's default in encoder.py
     audio: bool = True  # copy audio and subtitle streams (False: --no-audio)

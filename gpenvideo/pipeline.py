@@ -27,7 +27,8 @@ import numpy as np
 from . import manifest, segments
 from .config import EncodeConfig, RestoreConfig, validate
 from .decoder import Decoder, check_input_path
-from .encoder import Encoder, container_for, default_output_suffix
+from .encoder import (Encoder, check_encoder, container_for, default_output_suffix,
+                      resolve_encode)
 from .errors import Cancelled, InputError, OutputError
 from .frames import Frame, VideoInfo
 from .segments import Segment
@@ -114,6 +115,7 @@ class RunSummary:
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+    encoder: str = ""  # the video encoder used (what --codec auto chose)
 
     @property
     def fps(self) -> float:
@@ -256,6 +258,11 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
     size = size_for(info) if size_for else (info.width, info.height)
+    encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
+    cfg = dataclasses.replace(cfg, encode=encode)  # auto decided once, for every segment
+    for note in encode_notes:
+        log.warning("%s", note)
+    notes += encode_notes
     if context is None:
         context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
@@ -264,7 +271,7 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         pieces = segments.plan(segments.scan(source), seconds, lead=2 * context,
                                tail=context + 1)
     summary = RunSummary(input=str(source), output=str(target), notes=notes,
-                         duration=info.duration or 0.0)
+                         duration=info.duration or 0.0, encoder=encode.codec)
     tmp = temporary_path(target)
     clock = _Clock(started, info.frames, progress)
     try:
@@ -318,7 +325,8 @@ def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: E
         with Encoder(path, fmt, decoder.info, encode, size) as encoder:
             counts = _run_threads(decoder, piece, chain, encoder, cfg, clock)
         counts["corrupt_packets"] = decoder.corrupt_packets
-        notes = encoder.notes + [n for stage in chain for n in getattr(stage, "notes", [])]
+        notes = (decoder.notes + encoder.notes
+                 + [n for stage in chain for n in getattr(stage, "notes", [])])
     _add_counts(summary, counts, notes)
     return counts
 
@@ -617,6 +625,7 @@ def check_restorable(source: str | Path, output: str | Path | None, cfg: Restore
     """Refuse a bad input or output before a model is loaded (raises what `run` would)."""
     with Decoder(source, cfg.decode):
         pass
+    check_encoder(cfg.encode)
     resolve_output(Path(source), Path(output) if output else None, overwrite)
 
 
