@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import (CODECS, DETECTORS, MASKS, MODELS, PRECISIONS, RestoreConfig, load_config,
-                     validate)
+from .config import (CODECS, DETECTORS, ENCODERS, MASKS, MODELS, PRECISIONS, RestoreConfig,
+                     load_config, validate)
 from .errors import Cancelled, GpenVideoError, InputError
 
 # Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
@@ -109,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the batch report to REPORT.json and REPORT.csv (default for "
                         "several inputs: gpenvideo-report-<time> in the output or input folder)")
     _add_decode(r)
-    r.add_argument("--codec", choices=CODECS,
-                   help="video encoder (default auto: NVENC where it works, else libx264)")
+    r.add_argument("--codec", help=f"video encoder: {', '.join(CODECS)} (default auto: NVENC where it works, else libx264); with "
+                                   "--encoder ffmpeg any encoder that ffmpeg has")
+    r.add_argument("--encoder", choices=ENCODERS,
+                   help="pyav: PyAV's encoders (default); ffmpeg: pipe the frames to the system "
+                        "ffmpeg, for encoders PyAV lacks (h264_vaapi, hevc_qsv, h264_amf ...); "
+                        "needs pip install 'gpenvideo[ffmpeg]'")
+    r.add_argument("--ffmpeg-args", metavar="ARGS",
+                   help='extra ffmpeg output options for --encoder ffmpeg, e.g. "-b:v 4M"')
     r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
     r.add_argument("--preset", help="encoder speed preset (codec default)")
     r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
@@ -179,6 +185,8 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "max_faces": ("track", "max_faces"),
         "deinterlace": ("decode", "deinterlace"),
         "codec": ("encode", "codec"),
+        "encoder": ("encode", "encoder"),
+        "ffmpeg_args": ("encode", "ffmpeg_args"),
         "crf": ("encode", "crf"),
         "preset": ("encode", "preset"),
         "upscale": ("composite", "upscale"),

@@ -22,6 +22,7 @@ from .errors import InputError
 DEINTERLACE_MODES = ("auto", "on", "off")
 CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
           "prores_ks")
+ENCODERS = ("pyav", "ffmpeg")
 DETECTORS = ("yunet", "retinaface")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -37,13 +38,17 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    # one of CODECS; auto: NVENC where it opens, else libx264 (ProRes for 4:2:2 sources in .mov)
+    # one of CODECS (encoder "ffmpeg": any encoder ffmpeg has); auto: NVENC where it opens,
+    # else libx264 (ProRes for 4:2:2 sources in .mov)
     codec: str = "auto"
     # output pixel format, e.g. yuv420p; None: the source's depth and chroma where the codec allows
     pix_fmt: str | None = None
     crf: int | None = None  # quality (lower is better); None: the codec's default in encoder.py
     preset: str | None = None  # encoder speed preset; None: the codec's default in encoder.py
     audio: bool = True  # copy audio and subtitle streams (False: --no-audio)
+    # pyav: PyAV's own encoders; ffmpeg: frames piped to a system ffmpeg (VAAPI, QSV, AMF ...)
+    encoder: str = "pyav"
+    ffmpeg_args: str = ""  # extra ffmpeg output options (encoder "ffmpeg"), split like a shell
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
     """Check option values that have a fixed set of choices. Raises InputError naming the option."""
     checks = [
         ("--deinterlace", cfg.decode.deinterlace, DEINTERLACE_MODES),
-        ("--codec", cfg.encode.codec, CODECS),
+        ("--encoder", cfg.encode.encoder, ENCODERS),
         ("--detector", cfg.detect.backend, DETECTORS),
         ("--precision", cfg.model.precision, PRECISIONS),
         ("--upscale", cfg.composite.upscale, (1, 2, 4)),
@@ -143,6 +148,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise InputError(f"{option} {value!r} is not valid: choose one of {allowed}")
+    if cfg.encode.encoder == "pyav" and cfg.encode.codec not in CODECS:  # ffmpeg: any name
+        raise InputError(f"--codec {cfg.encode.codec!r} is not valid: choose one of "
+                         f"{', '.join(CODECS)}, or --encoder ffmpeg for the system ffmpeg's")
     if cfg.composite.strength is not None and not 0.0 <= cfg.composite.strength <= 1.0:
         raise InputError(f"--strength {cfg.composite.strength} is not valid: give 0 to 1")
     score = cfg.detect.score_threshold

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -47,6 +48,7 @@ CODEC_DEFAULTS = {
     "libsvtav1": CodecDefaults("crf", 28, "8"),
     "ffv1": CodecDefaults(None, None, None, (("level", "3"), ("slicecrc", "1"))),
     "prores_ks": CodecDefaults(None, None, None, (("profile", "3"),)),  # 3: ProRes 422 HQ
+    "rawvideo": CodecDefaults(None, None, None),  # the pictures piped to ffmpeg (ffmpeg_pipe)
 }
 
 STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
@@ -203,7 +205,7 @@ class Encoder:
     Raises InputError when the container cannot hold the codec, EncodeError when encoding fails.
     """
 
-    def __init__(self, path: Path, fmt: str, info: VideoInfo, cfg: EncodeConfig,
+    def __init__(self, path: Path | BinaryIO, fmt: str, info: VideoInfo, cfg: EncodeConfig,
                  size: tuple[int, int] | None = None,
                  video_template: av.VideoStream | None = None) -> None:
         self.path = path
@@ -218,9 +220,12 @@ class Encoder:
         self._source: av.container.InputContainer | None = None
         if cfg.codec == "auto" and video_template is None:
             self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
-        self._out = av.open(str(path), mode="w", format=fmt)
+        # a file object: the pipe to ffmpeg (ffmpeg_pipe)
+        self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt)
         try:
-            if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
+            codec = (video_template.codec_context.name if video_template is not None
+                     else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec
+            if not _codec_ok(self._out, codec):
                 raise InputError(f"{path.name}: the {fmt} container cannot hold {cfg.codec} video; "
                                  f"write to a .mkv or .mov file instead")
             if video_template is None:
@@ -271,20 +276,18 @@ class Encoder:
         rate = info.frame_rate or Fraction(25)
         stream = self._out.add_stream(cfg.codec, rate=rate, options=options)
         cc = stream.codec_context
-        cc.pix_fmt = choose_pix_fmt(cfg.codec, info.bit_depth, info.chroma, cfg.pix_fmt)
-        cc.width, cc.height = padded_size(cfg.codec, cc.pix_fmt, width, height)
+        cc.pix_fmt = self._pix_fmt()
+        codec = self._picture_codec()
+        cc.width, cc.height = padded_size(codec, cc.pix_fmt, width, height)
         if (cc.width, cc.height) != (width, height):
-            self._note(f"the picture is {width}x{height}, which {cfg.codec} cannot store in "
+            self._note(f"the picture is {width}x{height}, which {codec} cannot store in "
                        f"{cc.pix_fmt}; it is written as {cc.width}x{cc.height}, the last "
                        "column/row repeated (--codec ffv1 or libsvtav1 keep the odd size)")
         cc.time_base = info.time_base
         stream.time_base = info.time_base
         if info.sample_aspect_ratio and info.sample_aspect_ratio != 1:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
-        # JPEG-style (yuvj) sources are full range whatever their tag says: written as such,
-        # their planes can be kept as they are
-        full = info.pix_fmt.startswith("yuvj") and cc.pix_fmt == plain_pix_fmt(info.pix_fmt)
-        cc.color_range = RANGE_FULL if full else info.color_range
+        cc.color_range = output_color_range(info, cc.pix_fmt)
         cc.colorspace = info.colorspace
         cc.color_primaries = info.color_primaries
         cc.color_trc = info.color_trc
@@ -292,6 +295,15 @@ class Encoder:
             cc.thread_count = usable_cores()  # not the machine's: a container's or taskset's
         self._tag_video_stream(stream)
         return stream
+
+    def _pix_fmt(self) -> str:
+        """The output pixel format (see choose_pix_fmt)."""
+        return choose_pix_fmt(self.cfg.codec, self.info.bit_depth, self.info.chroma,
+                              self.cfg.pix_fmt)
+
+    def _picture_codec(self) -> str:
+        """The encoder whose size rules the pictures follow (see padded_size)."""
+        return self.cfg.codec
 
     def _tag_video_stream(self, stream: av.VideoStream) -> None:
         if self.info.rotation:
@@ -515,6 +527,14 @@ class _CopiedStream:
     src: av.stream.Stream
     out: av.stream.Stream
     resampler: av.AudioResampler | None  # set when the stream is transcoded to AAC
+
+
+def output_color_range(info: VideoInfo, pix_fmt: str) -> int:
+    """The colour range tag of the output in `pix_fmt`: the source's, except that JPEG-style
+    (yuvj) sources are full range whatever their tag says: written as such, their planes can be
+    kept as they are."""
+    full = info.pix_fmt.startswith("yuvj") and pix_fmt == plain_pix_fmt(info.pix_fmt)
+    return RANGE_FULL if full else info.color_range
 
 
 def plain_pix_fmt(name: str) -> str:

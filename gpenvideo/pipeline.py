@@ -30,6 +30,7 @@ from .decoder import Decoder, check_input_path
 from .encoder import (Encoder, check_encoder, container_for, default_output_suffix,
                       resolve_encode)
 from .errors import Cancelled, InputError, OutputError
+from .ffmpeg_pipe import FfmpegEncoder, check_ffmpeg
 from .frames import Frame, VideoInfo
 from .segments import Segment
 
@@ -258,7 +259,9 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
     size = size_for(info) if size_for else (info.width, info.height)
-    encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
+    encode, encode_notes = cfg.encode, []  # ffmpeg: any name, checked by ffmpeg_pipe
+    if cfg.encode.encoder == "pyav":
+        encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
     cfg = dataclasses.replace(cfg, encode=encode)  # auto decided once, for every segment
     for note in encode_notes:
         log.warning("%s", note)
@@ -322,7 +325,8 @@ def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: E
     to `summary` and return them."""
     with Decoder(source, cfg.decode) as decoder:
         chain = factory(decoder.info)
-        with Encoder(path, fmt, decoder.info, encode, size) as encoder:
+        kind = Encoder if encode.encoder == "pyav" else FfmpegEncoder
+        with kind(path, fmt, decoder.info, encode, size) as encoder:
             counts = _run_threads(decoder, piece, chain, encoder, cfg, clock)
         counts["corrupt_packets"] = decoder.corrupt_packets
         notes = (decoder.notes + encoder.notes
@@ -491,7 +495,8 @@ class _Workers:
             thread.join()
 
 
-def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage], encoder: Encoder,
+def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage],
+                 encoder: Encoder | FfmpegEncoder,
                  cfg: RestoreConfig, clock: _Clock) -> dict[str, int]:
     """Run one piece through decoder -> stages -> encoder on threads; return its counts."""
     workers = _Workers()
@@ -625,7 +630,10 @@ def check_restorable(source: str | Path, output: str | Path | None, cfg: Restore
     """Refuse a bad input or output before a model is loaded (raises what `run` would)."""
     with Decoder(source, cfg.decode):
         pass
-    check_encoder(cfg.encode)
+    if cfg.encode.encoder == "ffmpeg":
+        check_ffmpeg(cfg.encode)
+    else:
+        check_encoder(cfg.encode)
     resolve_output(Path(source), Path(output) if output else None, overwrite)
 
 

@@ -389,9 +389,7 @@ def test_bad_input_gets_one_line_exit_2_and_no_output(tmp_path, name, capsys):
 
 def test_unknown_option_value_exits_2(tmp_path, capsys):
     src = make_clip(tmp_path / "a.mp4", frames=2)
-    with pytest.raises(SystemExit) as exc:
-        main(["restore", str(src), "--codec", "divx"])
-    assert exc.value.code == 2
+    assert main(["restore", str(src), "--codec", "divx"]) == 2  # any name for --encoder ffmpeg
     assert "divx" in capsys.readouterr().err
 
 
