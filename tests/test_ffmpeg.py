@@ -11,13 +11,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from clips import make_clip
-from test_io import packet_hashes, video_pts
+from test_io import packet_hashes, stored_planes, video_pts
 
 from gpenvideo import pipeline
 from gpenvideo.cli import main
-from gpenvideo.config import RestoreConfig
+from gpenvideo.config import EncodeConfig, RestoreConfig
+from gpenvideo.decoder import Decoder
+from gpenvideo.encoder import Encoder
+from gpenvideo.ffmpeg_pipe import FfmpegEncoder
 
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None,
@@ -117,3 +121,32 @@ def test_missing_ffmpeg_program_names_what_to_install(vfr, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "apt-get install ffmpeg" in err[0], err
     assert not out.exists()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("pix_fmt,rotation", [("yuv420p", 90), ("yuv422p10le", 0)])
+def test_ffmpeg_gets_the_pyav_paths_pictures_bit_for_bit(tmp_path, pix_fmt, rotation):
+    # lossless FFV1 both ways: the decoded planes show exactly what each encoder was given
+    src = make_clip(tmp_path / "r.mkv", frames=4, size=(96, 64), rotation=rotation,
+                    pix_fmt=pix_fmt)
+
+    def paint(frame):  # a stage's patch, recorded, in the upright picture
+        mask = np.ones((17, 23), bool)
+        frame.image[11:28, 21:44] = 200 if frame.image.dtype == np.uint8 else 200 * 257
+        frame.changed.append((21, 11, mask))
+
+    outputs = {}
+    for kind in ("pyav", "ffmpeg"):
+        outputs[kind] = tmp_path / f"{kind}.mkv"
+        cfg = EncodeConfig(codec="ffv1", audio=False, encoder=kind)
+        writer = Encoder if kind == "pyav" else FfmpegEncoder
+        with Decoder(src) as dec, writer(outputs[kind], "matroska", dec.info, cfg) as enc:
+            for frame in dec.frames():
+                paint(frame)
+                enc.write(frame)
+    pyav, ffmpeg = stored_planes(outputs["pyav"]), stored_planes(outputs["ffmpeg"])
+    assert len(pyav) == len(ffmpeg) == 4
+    assert not np.array_equal(pyav[0][0], stored_planes(src)[0][0])  # the patch is there
+    for a, b in zip(pyav, ffmpeg, strict=True):
+        assert all(np.array_equal(pa, pb) for pa, pb in zip(a, b, strict=True))
+    assert video_pts(outputs["ffmpeg"]) == video_pts(outputs["pyav"])
