@@ -207,6 +207,7 @@ class FfmpegEncoder:
                                          stdout=subprocess.DEVNULL, stderr=self._errors)
         try:
             self._frames = _PipeWriter(self._process.stdin, info, self.cfg, size, pix_fmt)
+            self.notes += self._frames.notes  # an odd size padded for cfg.codec
         except BaseException:
             self._abort()
             raise

@@ -150,3 +150,17 @@ def test_ffmpeg_gets_the_pyav_paths_pictures_bit_for_bit(tmp_path, pix_fmt, rota
     for a, b in zip(pyav, ffmpeg, strict=True):
         assert all(np.array_equal(pa, pb) for pa, pb in zip(a, b, strict=True))
     assert video_pts(outputs["ffmpeg"]) == video_pts(outputs["pyav"])
+
+
+@needs_ffmpeg
+def test_odd_sizes_are_padded_for_the_codec_as_the_pyav_path_pads_them(tmp_path):
+    src = make_clip(tmp_path / "odd.mkv", frames=3, size=(95, 63), codec="ffv1")
+    sizes, notes = [], []
+    for kind in ("pyav", "ffmpeg"):
+        cfg = RestoreConfig().replace("encode", codec="libx264", encoder=kind)
+        summary = pipeline.run(src, tmp_path / f"{kind}.mkv", cfg)
+        with av.open(summary.output) as c:
+            sizes.append((c.streams.video[0].width, c.streams.video[0].height))
+        notes.append([n for n in summary.notes if "95x63" in n])
+    assert sizes == [(96, 64), (96, 64)]
+    assert notes[0] and notes[1] == notes[0]
