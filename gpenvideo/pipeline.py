@@ -30,7 +30,7 @@ from .decoder import Decoder, check_input_path
 from .encoder import (Encoder, check_encoder, container_for, default_output_suffix,
                       resolve_encode)
 from .errors import Cancelled, InputError, OutputError
-from .ffmpeg_pipe import FfmpegEncoder, check_ffmpeg
+from .ffmpeg_pipe import FfmpegEncoder, check_ffmpeg, ffmpeg_codec
 from .frames import Frame, VideoInfo
 from .segments import Segment
 
@@ -259,7 +259,8 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
     size = size_for(info) if size_for else (info.width, info.height)
-    encode, encode_notes = cfg.encode, []  # ffmpeg: any name, checked by ffmpeg_pipe
+    # ffmpeg: any name, checked by ffmpeg_pipe
+    encode, encode_notes = dataclasses.replace(cfg.encode, codec=ffmpeg_codec(cfg.encode)), []
     if cfg.encode.encoder == "pyav":
         encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
     cfg = dataclasses.replace(cfg, encode=encode)  # auto decided once, for every segment
