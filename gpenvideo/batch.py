@@ -49,6 +49,7 @@ class Outcome:
     faces: int = 0
     tracks: int = 0
     warnings: list[str] = field(default_factory=list)
+    encoder: str = ""  # the video encoder used
     seconds: float = 0.0  # time spent
     fps: float = 0.0
     error: str = ""  # why it failed, one line
@@ -333,7 +334,7 @@ def _summary_doc(summary: engine.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,
-            "segments_resumed": summary.segments_resumed}
+            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder}
 
 
 def _fill(outcome: Outcome, doc: dict) -> None:
@@ -342,6 +343,7 @@ def _fill(outcome: Outcome, doc: dict) -> None:
     outcome.faces = int(doc.get("faces", 0))
     outcome.tracks = int(doc.get("tracks", 0))
     outcome.warnings = list(doc.get("warnings", []))
+    outcome.encoder = str(doc.get("encoder", ""))
 
 
 def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
@@ -353,7 +355,7 @@ def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
 
 
 REPORT_FIELDS = ["input", "status", "output", "duration", "frames", "faces", "tracks",
-                 "warnings", "seconds", "fps", "error"]
+                 "warnings", "encoder", "seconds", "fps", "error"]
 
 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:

@@ -204,7 +204,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             return
         if outcome.status == "done":
             print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
-                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)")
+                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+                  + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
             for note in outcome.warnings:
                 print(f"  note: {note}")
         elif outcome.status == "skipped":

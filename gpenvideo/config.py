@@ -20,7 +20,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import InputError
 
 DEINTERLACE_MODES = ("auto", "on", "off")
-CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1", "prores_ks")
+CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
+          "prores_ks")
+ENCODERS = ("pyav", "ffmpeg")
 DETECTORS = ("yunet", "retinaface")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MASKS = ("template", "parsing")
@@ -35,10 +37,17 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    codec: str = "libx264"  # one of CODECS
+    # one of CODECS (encoder "ffmpeg": any encoder ffmpeg has); auto: NVENC where it opens,
+    # else libx264 (ProRes for 4:2:2 sources in .mov)
+    codec: str = "auto"
+    # output pixel format, e.g. yuv420p; None: the source's depth and chroma where the codec allows
+    pix_fmt: str | None = None
     crf: int | None = None  # quality (lower is better); None: the codec's default in encoder.py
     preset: str | None = None  # encoder speed preset; None: the codec's default in encoder.py
     audio: bool = True  # copy audio and subtitle streams (False: --no-audio)
+    # pyav: PyAV's own encoders; ffmpeg: frames piped to a system ffmpeg (VAAPI, QSV, AMF ...)
+    encoder: str = "pyav"
+    ffmpeg_args: str = ""  # extra ffmpeg output options (encoder "ffmpeg"), split like a shell
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
     """Check option values that have a fixed set of choices. Raises InputError naming the option."""
     checks = [
         ("--deinterlace", cfg.decode.deinterlace, DEINTERLACE_MODES),
-        ("--codec", cfg.encode.codec, CODECS),
+        ("--encoder", cfg.encode.encoder, ENCODERS),
         ("--detector", cfg.detect.backend, DETECTORS),
         ("--precision", cfg.model.precision, PRECISIONS),
         ("--upscale", cfg.composite.upscale, (1, 2, 4)),
@@ -138,6 +147,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise InputError(f"{option} {value!r} is not valid: choose one of {allowed}")
+    if cfg.encode.encoder == "pyav" and cfg.encode.codec not in CODECS:  # ffmpeg: any name
+        raise InputError(f"--codec {cfg.encode.codec!r} is not valid: choose one of "
+                         f"{', '.join(CODECS)}, or --encoder ffmpeg for the system ffmpeg's")
     if cfg.composite.strength is not None and not 0.0 <= cfg.composite.strength <= 1.0:
         raise InputError(f"--strength {cfg.composite.strength} is not valid: give 0 to 1")
     score = cfg.detect.score_threshold
@@ -218,7 +230,15 @@ OPTIONS = (
     Option("deinterlace", "decode", "deinterlace", "choice",
            "deinterlace with bwdif: auto (frames flagged interlaced), on, off",
            DEINTERLACE_MODES, track=True),
-    Option("codec", "encode", "codec", "choice", "video encoder (default libx264)", CODECS),
+    Option("codec", "encode", "codec", "str",
+           f"video encoder: {', '.join(CODECS)} (default auto: NVENC where it works, else "
+           "libx264); with --encoder ffmpeg any encoder that ffmpeg has"),
+    Option("encoder", "encode", "encoder", "choice",
+           "pyav: PyAV's encoders (default); ffmpeg: pipe the frames to the system ffmpeg, for "
+           "encoders PyAV lacks (h264_vaapi, hevc_qsv, h264_amf ...); needs pip install "
+           "'gpenvideo[ffmpeg]'", ENCODERS),
+    Option("ffmpeg-args", "encode", "ffmpeg_args", "str",
+           'extra ffmpeg output options for --encoder ffmpeg, e.g. "-b:v 4M"'),
     Option("crf", "encode", "crf", "int", "encoder quality, lower is better (codec default)"),
     Option("preset", "encode", "preset", "str", "encoder speed preset (codec default)"),
     Option("no-audio", "encode", "audio", "negated-flag", "leave audio and subtitles out"),

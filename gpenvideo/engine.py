@@ -20,7 +20,7 @@ from typing import Protocol
 
 from .errors import Cancelled
 from .frames import Frame, VideoInfo
-from .media import Decoder, Encoder
+from .media import Decoder, Encoder, FfmpegEncoder
 
 _END = object()  # marks the end of a queue's stream
 _POLL = 0.1  # seconds between checks of the stop event while blocked
@@ -98,6 +98,7 @@ class RunSummary:
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+    encoder: str = ""  # the video encoder used (what --codec auto chose)
 
     @property
     def fps(self) -> float:
@@ -210,8 +211,8 @@ class Piece:
     writes: Callable[[int], bool] = lambda pts: True
 
 
-def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage], encoder: Encoder,
-              queue_size: int, clock: Clock) -> dict[str, int]:
+def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage],
+              encoder: Encoder | FfmpegEncoder, queue_size: int, clock: Clock) -> dict[str, int]:
     """Run one piece through decoder -> stages -> encoder on threads. Returns its counts:
     frames and faces written, tracks first seen in it, corrupt packets skipped.
     Raises the first error of any thread; Cancelled on Ctrl-C (every thread stopped, joined)."""

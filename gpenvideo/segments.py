@@ -211,6 +211,7 @@ def prepare(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     source = Path(source)
     decoder = media.Decoder(source, cfg.decode, copy_streams=cfg.encode.audio)
     try:
+        media.check_encode(cfg.encode)
         target, notes = resolve_output(source, Path(output) if output else None, overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
     except BaseException:
@@ -247,9 +248,14 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
     and settings (the recipe's digest) resumes after the last finished one.
     Returns a RunSummary. Raises GpenVideoError subclasses (InputError, OutputError, EncodeError,
     Cancelled ...); on any error the partial output is removed and the input is untouched."""
-    cfg, info, target = plan.cfg, plan.info, plan.target
+    info, target = plan.info, plan.target
     remove_stale_partials(target, locked=False)
     clock = Clock(info.frames, progress)
+    size = (info.width * recipe.scale, info.height * recipe.scale)
+    encode, encode_notes = media.resolve(plan.cfg.encode, info, target, size)
+    for note in encode_notes:
+        log.warning("%s", note)
+    cfg = plan.cfg = dataclasses.replace(plan.cfg, encode=encode)  # auto decided once
     context = recipe.context
     if context is None:
         context = max((stage.context for stage in recipe.stages(info)), default=0)
@@ -257,18 +263,18 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
     seconds = cfg.pipeline.segment_seconds
     if seconds > 0 and (info.duration or 0) > seconds * SHORT_FILM:
         pieces = plan_segments(media.scan(plan.source), seconds, context)
-    summary = RunSummary(input=str(plan.source), output=str(target), notes=list(plan.notes),
-                         duration=info.duration or 0.0)
-    size = (info.width * recipe.scale, info.height * recipe.scale)
+    summary = RunSummary(input=str(plan.source), output=str(target),
+                         notes=[*plan.notes, *encode_notes], duration=info.duration or 0.0,
+                         encoder=encode.codec)
     tmp = temporary_path(target)
     try:
         if len(pieces) == 1 and executor is None:
             chain = recipe.stages(info)
-            with media.Encoder(tmp, media.container_for(target), info, cfg.encode, size,
-                               source=plan.decoder) as encoder:
+            with media.open_encoder(tmp, media.container_for(target), info, cfg.encode, size,
+                                    source=plan.decoder) as encoder:
                 counts = run_piece(plan.decoder, Piece(), chain, encoder,
                                    cfg.pipeline.queue_size, clock)
-            summary.add(counts, encoder.notes)
+            summary.add(counts, plan.decoder.notes + encoder.notes)
         else:
             _run_segmented(plan, recipe, pieces, size, clock, summary, executor)
         os.replace(tmp, target)
@@ -297,10 +303,10 @@ def render_segment(source: Path, path: Path, cfg: RestoreConfig, segment: Segmen
     piece = Piece(segment.seek, segment.stop, segment.writes)
     with media.Decoder(source, cfg.decode) as decoder:
         chain = recipe.stages(decoder.info)
-        with media.Encoder(path, fmt, decoder.info, encode, size) as encoder:
+        with media.open_encoder(path, fmt, decoder.info, encode, size) as encoder:
             counts = run_piece(decoder, piece, chain, encoder, cfg.pipeline.queue_size,
                                clock or Clock())
-    return {**counts, "notes": encoder.notes}
+    return {**counts, "notes": decoder.notes + encoder.notes}
 
 
 def _run_segmented(plan: RunPlan, recipe: Recipe, pieces: list[Segment], size: tuple[int, int],

@@ -15,7 +15,7 @@ import imports
 
 def test_the_package_keeps_its_import_rules():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "imports.py")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
     assert "import rules: all kept" in result.stdout
     graph = imports.graph(ROOT)

@@ -216,8 +216,8 @@ def test_track_json_has_the_crop_size_and_transforms(short_clip, short_clip_matr
         # the transform takes the smoothed landmarks to the template of a crop of crop_size,
         # up to the registration's clamped shift
         lm = align.face_transform(np.asarray(face["smoothed"]), size)
-        # (the JSON's landmarks are rounded to 0.01 px)
-        assert np.allclose(m[:, :2], lm[:, :2], rtol=1e-3, atol=1e-4)
+        # (the JSON's landmarks are rounded to 0.01 px: about 3e-4 of the scale at 512)
+        assert np.allclose(m[:, :2], lm[:, :2], rtol=1e-3, atol=3e-4 * size / 512)
         shift = np.linalg.norm(m[:, 2] - lm[:, 2])
         assert shift <= limit + 0.1 * size / 512
         moved += shift > 0.5 * size / 512  # (far above the rounding)

@@ -60,7 +60,10 @@ def scan(path: Path) -> StreamIndex | None:
 def segment_container(codec: str) -> tuple[str, str]:
     """(muxer name, file suffix) of the files a film's segments are written in for `codec` (an
     encoder name of config.CODECS): the first of SEGMENT_CONTAINERS that holds it."""
-    name = av.Codec(codec, "w").canonical_name
+    try:
+        name = av.Codec(codec, "w").canonical_name
+    except ValueError:  # an encoder only the system ffmpeg has (--encoder ffmpeg): QuickTime
+        return SEGMENT_CONTAINERS[0]
     for fmt, suffix in SEGMENT_CONTAINERS:
         with av.open(os.devnull, mode="w", format=fmt) as probe:
             if name in probe.supported_codecs:
