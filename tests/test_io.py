@@ -349,6 +349,8 @@ def test_corrupt_packets_in_the_middle_are_skipped_and_counted(tmp_path):
     bad.write_bytes(bytes(data))
     summary = identity(bad)
     assert summary.frames > 10
+    assert summary.corrupt_packets > 0
+    assert f"{summary.corrupt_packets} damaged video packets were skipped" in summary.notes
     assert Path(summary.output).exists()
 
 

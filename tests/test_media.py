@@ -158,3 +158,34 @@ def test_pixels_changed_at_the_edge_of_an_odd_picture_are_padded_with_it(tmp_pat
         painted[h // 2 - 2:, w // 2 - 2:] = True
         untouched &= ~np.rot90(painted, (-rotation // 90) % 4)
         assert np.array_equal(y_in[untouched], y_out[:65, :97][untouched])
+
+
+def test_subtitle_packets_are_copied_bit_for_bit_with_the_audio(tmp_path):
+    src = make_clip(tmp_path / "talk.mkv", frames=75, size=(64, 48), audio=1, subtitles=True)
+    summary = identity(src)
+
+    def packets(path: Path, kind: str) -> list[tuple[int, bytes]]:
+        with av.open(str(path)) as c:
+            streams = [s for s in c.streams if s.type == kind]
+            return [(p.pts, bytes(p)) for p in c.demux(*streams) if p.size]
+
+    subs = packets(src, "subtitle")
+    assert [text for _, text in subs] == [b"line 0", b"line 1", b"line 2"]
+    assert packets(Path(summary.output), "subtitle") == subs
+    assert packets(Path(summary.output), "audio") == packets(src, "audio")
+
+
+def test_an_unsegmented_run_opens_the_source_once(tmp_path, monkeypatch):
+    src = make_clip(tmp_path / "film.mp4", frames=10, size=(64, 48), audio=1)
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file) == str(src):
+            opened.append(kwargs.get("mode", args[0] if args else "r"))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    summary = identity(src)
+    assert summary.frames == 10
+    assert opened == ["r"]  # check, probe, decode and the audio copy share one demuxer
