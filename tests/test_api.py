@@ -61,3 +61,13 @@ def test_three_lines_restore_a_film_with_a_gpen_checkpoint(tmp_path):
 def test_load_gpen_builds_the_network_of_a_checkpoint(tmp_path):
     model = gpenvideo.load_gpen(tiny_gpen(tmp_path))
     assert model.cfg.size == 64 and not model.training
+
+
+@pytest.mark.parametrize("section, key", [("track", "max_faces"), ("detect", "min_face_size"),
+                                          ("model", "batch_size")])
+def test_a_toml_config_with_a_negative_count_is_refused_as_the_command_line_does(
+        clip, tmp_path, section, key):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(f"[{section}]\n{key} = -1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="-1 is not valid: give 0 or more"):
+        gpenvideo.restore_video(clip, config=toml, identity=True)
