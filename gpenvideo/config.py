@@ -68,7 +68,7 @@ class TrackConfig:
     scene_cut_threshold: float = 0.5
     # frames over which a face's restoration fades in and out (track ends, long gaps); 0: none
     ramp_frames: int = 5
-    hold_frames: int = 2  # missed frames within this many of a detection are restored in full
+    hold_frames: int = 1  # missed frames within this many of a detection are restored in full
     max_faces: int = 0  # restore at most this many faces per frame (largest first); 0: no limit
     smoothing_window: int = 17  # frames in the centered smoothing window (odd); 1 turns it off
     smoothing_cutoff: float = 0.2  # fraction of the Nyquist frequency kept (0..1]; 1: off
