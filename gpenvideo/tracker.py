@@ -18,7 +18,8 @@ found at nearly the same place within CUT_GRACE frames after it.
 Each face carries a weight, the share of the restoration it gets: 1 where the face is seen, and a
 smooth ramp over `ramp_frames` frames down to 0 where a track starts or ends (except at the film's
 ends and at scene cuts, where the picture changes anyway) and deep inside a gap of filled-in
-frames (more than `hold_frames` from a detection), so the restoration fades in and out.
+frames (more than `hold_frames` from a detection), so the restoration fades in and out. A face
+filled in across a glitch frame gets 0 there alone (the broken picture may have moved it).
 
 Each track's landmarks are smoothed by a centered (zero-phase), motion-adaptive low-pass filter
 over a window of past and future frames, so the tracker holds back `lookahead` frames before it
@@ -293,6 +294,7 @@ class Tracker:
         self._buffer: deque[Frame] = deque()  # frames not handed on yet
         self._unjudged: deque[tuple[Frame, np.ndarray]] = deque()  # frames not observed yet
         self._shot: np.ndarray | None = None  # thumbnail of the current shot's latest frame
+        self._glitches: set[int] = set()  # indices of glitch frames still in reach
         self._start: int | None = None  # index of the first frame seen
         self._end: int | None = None  # index of the last frame, once flush() knows it
         self.tracks_confirmed = 0
@@ -417,6 +419,9 @@ class Tracker:
     def _weight(self, track: _Track, index: int) -> float:
         """The share of the restoration the track's face gets at `index`: a raised-cosine
         ramp of the distance (in frames) to the nearest frame where the face is not shown."""
+        if index in self._glitches and index not in track.obs:
+            return 0.0  # filled in across a broken picture (a rolled frame): the face may lie
+            # anywhere in it, and the glitch hides a one-frame gap in the restoration
         ramp = self.cfg.ramp_frames
         for d in range(ramp + 1):
             if not (self._shown(track, index - d) and self._shown(track, index + d)):
@@ -458,6 +463,7 @@ class Tracker:
         reach = max(self.cfg.smoothing_window // 2, self.cfg.ramp_frames)
         horizon = frame.index - reach - self.cfg.max_misses - 2
         self._all = [t for t in self._all if t.last >= horizon and (t.confirmed or not t.ended)]
+        self._glitches = {i for i in self._glitches if i >= horizon}
         for track in self._all:
             for i in [i for i in track.obs if i < horizon]:
                 if len(track.obs) > 2 and i != track.first:
@@ -472,6 +478,8 @@ class Tracker:
                              self.cfg.scene_cut_threshold)
         if change in ("same", "cut"):
             self._shot = thumb
+        elif change == "glitch":
+            self._glitches.add(frame.index)
         frame.scene_cut = self.observe(frame.index, frame.detections, frame.image, change)
 
     def process(self, frame: Frame) -> Iterable[Frame]:

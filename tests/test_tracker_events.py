@@ -143,7 +143,10 @@ def test_home_movie_events_keep_one_track_and_a_face_in_every_frame(clips, detec
     weight = np.array([f.faces[0].weight for f in out])
     assert weight[64] == 0.0 and np.all(weight[59:64] > 0) and np.all(weight[65:70] > 0)
     assert np.all(np.diff(weight[58:65]) < 0) and np.all(np.diff(weight[64:71]) > 0)
-    assert np.all(weight[:59] == 1.0) and np.all(weight[70:] == 1.0)
+    assert np.all(weight[:59] == 1.0) and np.all(weight[70:88] == 1.0)
+    # the rolled frame (88) moved the face: filled in there, it is not restored (and no fade)
+    assert out[88].faces[0].raw is None
+    assert weight[88] == 0.0 and np.all(weight[89:] == 1.0)
     # every face lies where the tracker puts it in the clip without the events, within a
     # seventh of an eye distance (flash, glitch, occluded and filled-in frames included;
     # 0.22 where the half-hidden face's detections are used)
