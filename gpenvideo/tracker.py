@@ -133,8 +133,8 @@ def face_thumbnail(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     """(FACE_THUMB, FACE_THUMB) thumbnail of the part of `image` inside `box` (x1, y1, x2, y2);
     None when the box lies outside the picture."""
     h, w = image.shape[:2]
-    x1, y1 = max(0, int(round(float(box[0])))), max(0, int(round(float(box[1]))))
-    x2, y2 = min(w, int(round(float(box[2])))), min(h, int(round(float(box[3]))))
+    x1, y1, x2, y2 = (round(float(v)) for v in box[:4])
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
     if x2 - x1 < 2 or y2 - y1 < 2:
         return None
     return thumbnail(image[y1:y2, x1:x2], FACE_THUMB)
@@ -412,7 +412,9 @@ class Tracker:
                 smoothed=smoothed[index - lo].astype(np.float32), score=at.score,
                 weight=self._weight(track, index)))
         if self.cfg.max_faces:
-            faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            # the largest faces that are restored at all (weight above 0) first
+            faces.sort(key=lambda f: (f.weight <= 0,
+                                      -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))))
             faces = faces[: self.cfg.max_faces]
         return faces
 
