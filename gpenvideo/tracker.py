@@ -53,6 +53,8 @@ SHAPE_TOLERANCE = 0.1  # eye distances: a detection whose 5 points, fitted by a 
 # the track's recent ones, are further off than this is set aside (a half-hidden face) and the
 # frame filled in
 SCALE_TOLERANCE = 1.4  # a detection this much larger or smaller than the track's is set aside
+SET_ASIDE_FRAMES = 3  # frames after its last kept detection in which a track sets detections
+# aside; past them the face has really changed (a fast turn) and its detections are kept again
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -234,6 +236,7 @@ class _Track:
     best: float = 0.0  # highest detection score
     face: np.ndarray | None = None  # face thumbnail at the last detection (see face_thumbnail)
     cut_at: int | None = None  # first frame after a scene cut the track has not got over yet
+    shape_from: int = 0  # detections from this frame on give the face's shape (see keeps)
     hard_end: bool = False  # ended by a scene cut right after its last detection: no fade-out
     confirmed: bool = False
     ended: bool = False
@@ -264,11 +267,18 @@ class _Track:
         """Where the face may be at `frame`: moving on as it did, or where it has lately been."""
         return [self.predict(frame), self.recent()]
 
-    def consistent(self, det: Detection) -> bool:
-        """Whether `det` has the face's recent shape and size (see SHAPE_TOLERANCE)."""
-        if len(self.obs) < 3:
+    def keeps(self, frame: int, det: Detection) -> bool:
+        """Whether `det`, at `frame`, is to be kept: it has the face's recent shape and size
+        (see SHAPE_TOLERANCE), or the track has set detections aside for long enough, and then
+        the face's shape is taken afresh from this detection on."""
+        if frame - self.last > SET_ASIDE_FRAMES:
+            self.shape_from = frame
             return True
-        error, scale = shape_error(det.landmarks, self.recent()[1])
+        shaped = [i for i in sorted(self.obs) if i >= self.shape_from][-PREDICT_FRAMES:]
+        if len(shaped) < 3:
+            return True
+        reference = np.median(np.stack([self.obs[i].landmarks for i in shaped]), axis=0)
+        error, scale = shape_error(det.landmarks, reference)
         return error <= SHAPE_TOLERANCE and 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE
 
 
@@ -331,7 +341,7 @@ class Tracker:
             for r, c in zip(rows, cols):
                 if sim[r, c] >= cfg.match_threshold:
                     taken.add(free[c])  # this face's, even when set aside as misshapen
-                    if live[r].consistent(detections[free[c]]):
+                    if live[r].keeps(index, detections[free[c]]):
                         self._add(live[r], index, detections[free[c]], image)
             free = [c for c in free if c not in taken]
         if change != "glitch":  # a face seen only in a glitch frame is noise

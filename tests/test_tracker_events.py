@@ -285,3 +285,20 @@ def test_one_frame_film_restores_its_face_through_the_cli(tmp_path, clips):
     change = np.abs(after[0].astype(int) - before[0].astype(int))
     assert change[y1 + 20:y2 - 20, x1 + 20:x2 - 20].mean() > 2  # the face was restored
     assert change[:12, :12].max() == 0  # far from the face: the picture as it was
+
+
+def test_a_face_that_changes_shape_for_good_is_followed_after_a_few_frames():
+    # from frame 20 on the detector's points have another shape (a head turned aside): the
+    # first few are set aside as misshapen and filled in, then kept; the track goes on
+    base = np.array([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]], np.float32)
+    turned = base + np.array([[8, 0], [0, 0], [-9, 0], [6, 0], [0, 0]], np.float32)
+    dets = []
+    for i in range(50):
+        lm = (turned if i >= 20 else base) + [i, 0]
+        box = np.array([lm[:, 0].min() - 10, 35, lm[:, 0].max() + 10, 80], np.float32)
+        dets.append([Detection(box=box, landmarks=lm, score=0.9)])
+    images = [np.full((120, 400, 3), 128, np.uint8)] * 50
+    out = track(images, dets)
+    assert all(len(f.faces) == 1 for f in out) and len({f.faces[0].track_id for f in out}) == 1
+    kept = [f.index for f in out if f.faces[0].raw is not None]
+    assert kept == [*range(20), *range(20 + 3, 50)]  # three set aside, then the new shape
