@@ -6,7 +6,8 @@ overlap and landmark distance. A track is confirmed after `min_hits` detections,
 the film's end, with one detection scoring `keep_score` (a one-frame false positive never shows; a
 one-frame film's face does). Confirmation is retroactive: a confirmed track covers every frame
 from its first detection on. A track ends after `max_misses` frames without a detection; frames
-missed inside a track are filled in by interpolation.
+missed inside a track are filled in by interpolation, and so are frames whose detection lost the
+face's shape (a hand half over it: SHAPE_TOLERANCE), for up to SET_ASIDE_FRAMES frames.
 
 Scene cuts: frames are compared on brightness-normalised grey thumbnails, so a flash, a fade or an
 exposure jump changes nothing. A run of up to MAX_GLITCH frames unlike the shot on both sides of it

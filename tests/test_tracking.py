@@ -350,6 +350,8 @@ def test_lookahead_is_enough_frames_to_give_the_final_answer():
     for g, r in zip(got, ref):
         assert len(g.faces) == len(r.faces) == 1
         np.testing.assert_allclose(g.faces[0].smoothed, r.faces[0].smoothed, atol=1e-4)
+        assert g.faces[0].weight == r.faces[0].weight  # the fade, too, is final when handed on
+    assert min(f.faces[0].weight for f in got) == 0.0  # (the 3-frame gap fades out)
 
 
 def test_a_gap_in_a_noisy_moving_track_is_filled_with_one_id():
