@@ -67,9 +67,17 @@ class DetectConfig:
 @dataclass(frozen=True)
 class TrackConfig:
     min_hits: int = 3  # detections before a track is confirmed (drops one-frame false positives)
+    # a track cut short by the film's end before min_hits is kept with a detection scoring this
+    keep_score: float = 0.8
     max_misses: int = 10  # consecutive frames without a detection before a track ends
     match_threshold: float = 0.3  # minimum association score (box overlap / landmark distance)
-    scene_cut_threshold: float = 0.45  # histogram distance between frames that counts as a cut
+    # content distance (1 - correlation of brightness-normalised 32x32 grey thumbnails) between
+    # frames that counts as a cut; a run of up to 2 frames unlike the shot on both sides is a
+    # glitch, not a cut
+    scene_cut_threshold: float = 0.5
+    # frames over which a face's restoration fades in and out (track ends, long gaps); 0: none
+    ramp_frames: int = 5
+    hold_frames: int = 1  # missed frames within this many of a detection are restored in full
     max_faces: int = 0  # restore at most this many faces per frame (largest first); 0: no limit
     smoothing_window: int = 17  # frames in the centered smoothing window (odd); 1 turns it off
     smoothing_cutoff: float = 0.2  # fraction of the Nyquist frequency kept (0..1]; 1: off
@@ -172,6 +180,8 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError("register.size must be at least 32")
     if not 0.0 <= reg.min_response < reg.full_response <= 1.0:
         raise InputError("register.min_response must be below register.full_response (0..1)")
+    if cfg.track.ramp_frames < 0 or cfg.track.hold_frames < 0:
+        raise InputError("track.ramp_frames and track.hold_frames must be 0 or more")
     return cfg
 
 

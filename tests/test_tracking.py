@@ -96,12 +96,20 @@ def test_one_frame_false_positive_makes_no_track():
     assert all(len(f.faces) == 1 for f in out) and tracker.tracks_confirmed == 1
 
 
+def texture(seed: int) -> np.ndarray:
+    """(120, 400, 3) uint8 picture of 8-px blocks of random grey: a shot's content."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (15, 50, 1), np.uint8).repeat(8, 0).repeat(8, 1).repeat(3, 2)
+
+
 def test_scene_cut_ends_tracks():
+    # two different pictures joined; a change of brightness alone is no longer a cut (issue 14)
     frames = [[det((0, 0))] for _ in range(30)]
-    out = run(Tracker(TrackConfig()), frames,
-              image=lambda i: np.full((120, 400, 3), 30 if i < 15 else 220, np.uint8))
-    assert out[15].scene_cut
+    out = run(Tracker(TrackConfig()), frames, image=lambda i: texture(1 if i < 15 else 2))
+    assert [f.index for f in out if f.scene_cut] == [15]
     assert out[0].faces[0].track_id != out[29].faces[0].track_id
+    # no fade at a cut: the picture changes there anyway
+    assert out[14].faces[0].weight == out[15].faces[0].weight == 1.0
 
 
 def test_template_reproduces_the_reference_numbers():
@@ -342,6 +350,8 @@ def test_lookahead_is_enough_frames_to_give_the_final_answer():
     for g, r in zip(got, ref):
         assert len(g.faces) == len(r.faces) == 1
         np.testing.assert_allclose(g.faces[0].smoothed, r.faces[0].smoothed, atol=1e-4)
+        assert g.faces[0].weight == r.faces[0].weight  # the fade, too, is final when handed on
+    assert min(f.faces[0].weight for f in got) == 0.0  # (the 3-frame gap fades out)
 
 
 def test_a_gap_in_a_noisy_moving_track_is_filled_with_one_id():
