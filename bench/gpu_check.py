@@ -132,13 +132,19 @@ def part_exactness(args: argparse.Namespace) -> int:
         sd = {k.removeprefix("param/"): torch.from_numpy(data[k]) for k in data.files
               if k.startswith("param/")}
         x, ref = torch.from_numpy(data["input"]), torch.from_numpy(data["output"])
-        for precision in ("fp32", "fp16", "bf16"):
+        # fp32 as a run does it (torch's defaults: cuDNN may use TF32 for convolutions), then
+        # with TF32 off everywhere
+        defaults = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        for precision, tf32 in (("fp32", True), ("fp32", False), ("fp16", True),
+                                ("bf16", True)):
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = \
+                defaults if tf32 else (False, False)
             runner = GPENRunner(weights.load_gpen(sd), device, precision, batch_size=4)
             out = runner.run_tensor(x).cpu()
             err = (out - ref).abs()
             batch = runner.run_tensor(x[:1].repeat(4, 1, 1, 1)).cpu()
             spread = (batch - out[:1]).abs().max().item()
-            used = str(runner.dtype).removeprefix("torch.")
+            used = str(runner.dtype).removeprefix("torch.") + ("" if tf32 else ", TF32 off")
             if runner.dtype == torch.float32:
                 ok = err.max().item() < 1e-3 and bool(torch.isfinite(out).all())
                 verdict = "pass (< 1e-3)" if ok else "FAIL (>= 1e-3)"
@@ -250,7 +256,7 @@ def _child(args: argparse.Namespace, argv: list[str]) -> int:
 
 def part_pipeline(args: argparse.Namespace, passthrough: bool = False) -> int:
     if args.dry_run:
-        common = ["--hd-size", "320x180", "--seconds", "0.4", "--size", "64", "--tiny"]
+        common = ["--hd-size", "320x180", "--seconds", "0.24", "--size", "64", "--tiny"]
     else:
         common = ["--seconds", "3", "--size", "2048"]
     argv = [str(BENCH / "pipeline.py"), "--hd", "--strength", "0.8", *common]
@@ -262,7 +268,12 @@ def part_pipeline(args: argparse.Namespace, passthrough: bool = False) -> int:
                  "--precision", "fp32" if args.dry_run else "fp16",
                  "--codecs", "libx264", "h264_nvenc", "--optional-codecs", "h264_nvenc"]
     code = _child(args, argv)
-    if not passthrough:
+    if passthrough:  # what the encoder alone costs per frame, by preset
+        print()
+        presets = ["default"] if args.dry_run else ["default", "faster", "veryfast"]
+        code |= _child(args, [str(BENCH / "pipeline.py"), "--hd", "--identity", *common,
+                              "--codecs", "libx264", "--presets", *presets])
+    else:
         print("\n(h264_nvenc failing is expected where the GPU has no NVENC, e.g. an H100, or "
               "FFmpeg was built without it: a finding, not a failure of the check.)")
     return code

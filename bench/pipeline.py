@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import sys
 import tempfile
@@ -222,12 +223,17 @@ def torch_face_path(factory):
 THREADS = ("decode", "detect", "track", "restore", "composite", "encode")
 
 
-def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv") -> dict:
-    """Restore `clip` into `out` once; return frames/s, faces, CPU ms/frame per thread and the
-    GPU figures. Raises GpenVideoError (e.g. an encoder this machine lacks)."""
+def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv",
+            identity: bool = False) -> dict:
+    """Restore `clip` into `out` once (identity: decode and encode only, no stage); return
+    frames/s, faces, CPU ms/frame per thread and the GPU figures. Raises GpenVideoError (e.g.
+    an encoder this machine lacks)."""
     threads, gpen = ThreadClock(), GpenClock(resolve_device(cfg.model.device))
     pipeline.check_restorable(clip, out, cfg, overwrite=True)
-    factory, size_for = pipeline.build_restore_stages(cfg)
+    if identity:
+        factory, size_for = (lambda info: []), None
+    else:
+        factory, size_for = pipeline.build_restore_stages(cfg)
     if face_path == "torch":
         factory = torch_face_path(factory)
     with threads.installed(), gpen.installed():
@@ -273,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face-path", choices=["opencv", "torch", "both"], default="opencv",
                     help="on the CPU: cut the crops with OpenCV or with torch (the GPU's path)")
     ap.add_argument("--codecs", nargs="+", default=["libx264"])
+    ap.add_argument("--presets", nargs="+", default=["default"],
+                    help="encoder speed presets to try (default: the codec's own)")
+    ap.add_argument("--identity", action="store_true",
+                    help="decode and encode only (what the encoder costs per frame)")
     ap.add_argument("--optional-codecs", nargs="*", default=[],
                     help="codecs whose failure is recorded but not an error (e.g. h264_nvenc "
                          "on a GPU without NVENC)")
@@ -284,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     shared = shared_dir()
     tmp = Path(tempfile.mkdtemp(prefix="gpenvideo-bench-"))
-    ckpt = tmp / "unused.pth" if args.passthrough else random_checkpoint(tmp, args.size,
-                                                                          args.tiny)
+    ckpt = tmp / "unused.pth" if args.passthrough or args.identity else \
+        random_checkpoint(tmp, args.size, args.tiny)
     cfg = RestoreConfig().replace(
         "model", weights=str(ckpt), device=args.device, precision=args.precision,
         weights_dir=str(shared / "weights")).replace(
@@ -298,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         clips = [args.clip]
     paths = ["opencv", "torch"] if args.face_path == "both" else [args.face_path]
     device = resolve_device(args.device)
-    gpen = f"GPEN-{args.size} " + ("pass-through (no network)" if args.passthrough
-                                   else f"random weights, {args.precision}")
+    gpen = "no face stages (decode and encode only)" if args.identity else \
+        f"GPEN-{args.size} " + ("pass-through (no network)" if args.passthrough
+                                else f"random weights, {args.precision}")
     print(f"device: {device_name(device)}; {gpen}; torch {torch.__version__}; "
           f"detector {args.detector}; strength {args.strength}\n")
     cols = " | ".join(f"{t} ms" for t in THREADS)
@@ -313,26 +324,28 @@ def main(argv: list[str] | None = None) -> int:
             n = plain(clip, tmp / "plain.mp4")
             print(f"| {clip.name} | plain PyAV transcode | | {n} | "
                   f"{n / (time.perf_counter() - t):.1f} |" + " |" * (len(THREADS) + 5))
-        for codec in args.codecs:
-            for face_path in paths:
-                run_cfg = cfg.replace("encode", codec=codec)
-                head = f"| {clip.name} | {codec} | {face_path} |"
-                models = passthrough_models(args.size) if args.passthrough \
-                    else contextlib.nullcontext()
-                try:
-                    with models:
-                        r = measure(clip, tmp / f"out-{clip.stem}.mp4", run_cfg, face_path)
-                except (GpenVideoError, RuntimeError, OSError, ValueError) as exc:
-                    failures += codec not in args.optional_codecs
-                    reason = " ".join(str(exc).split())[:200].replace("|", "/")
-                    print(f"{head} failed: {type(exc).__name__}: {reason} |"
-                          + " |" * (len(THREADS) + 6), flush=True)
-                    continue
-                ms = " | ".join(f"{r['cpu_ms'].get(t, 0.0):.1f}" for t in THREADS)
-                util = "" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}%"
-                print(f"{head} {r['frames']} | {r['fps']:.2f} | {ms} | "
-                      f"{r['cpu_ms']['pools']:.1f} | {r['cpu_ms']['total']:.1f} | "
-                      f"{100 * r['gpen_busy']:.0f}% | {util} |", flush=True)
+        for codec, preset, face_path in itertools.product(args.codecs, args.presets, paths):
+            run_cfg = cfg.replace("encode", codec=codec,
+                                  preset=None if preset == "default" else preset)
+            name = codec if preset == "default" else f"{codec} {preset}"
+            head = f"| {clip.name} | {name} | {'identity' if args.identity else face_path} |"
+            models = passthrough_models(args.size) if args.passthrough \
+                else contextlib.nullcontext()
+            try:
+                with models:
+                    r = measure(clip, tmp / f"out-{clip.stem}.mp4", run_cfg, face_path,
+                                args.identity)
+            except (GpenVideoError, RuntimeError, OSError, ValueError) as exc:
+                failures += codec not in args.optional_codecs
+                reason = " ".join(str(exc).split())[:200].replace("|", "/")
+                print(f"{head} failed: {type(exc).__name__}: {reason} |"
+                      + " |" * (len(THREADS) + 6), flush=True)
+                continue
+            ms = " | ".join(f"{r['cpu_ms'].get(t, 0.0):.1f}" for t in THREADS)
+            util = "" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}%"
+            print(f"{head} {r['frames']} | {r['fps']:.2f} | {ms} | "
+                  f"{r['cpu_ms']['pools']:.1f} | {r['cpu_ms']['total']:.1f} | "
+                  f"{100 * r['gpen_busy']:.0f}% | {util} |", flush=True)
     return 1 if failures else 0
 
 

@@ -38,6 +38,7 @@ def test_dry_run_measures_what_the_gpu_run_measures(dry_run):
     _, md = dry_run
     # exactness against the golden vectors passes in fp32
     assert re.search(r"\| gpen_tiny64 \| fp32 \| float32 \| [0-9.e-]+ \| .* \| pass", md)
+    assert "TF32 off" in md
     # GPEN rows with faces/s, including the naive baseline and a compiled network
     rows = re.findall(r"^\| GPEN-(\d+) \| (\w+) \| (True|False) \| (True|False) \| (\d+) \| "
                       r"([0-9.]+) \|", md, re.M)
