@@ -59,6 +59,8 @@ MIN_SECONDS = 8  # a part is skipped when less than this is left of the whole ru
 # a dry run's GPEN: real code, a sliver of the arithmetic (like the golden gpen_tiny64)
 TINY = dict(style_dim=32, n_mlp=2, channel_multiplier=1, narrow=1 / 16)
 MODULES_NEEDED = ("torch", "numpy", "av", "cv2", "scipy", "pytest", "facexlib")
+HINT = ("a package missing on a machine without internet travels as a wheel, shared data as a "
+        "./shared copy: README.md, 'Checking a GPU machine'")
 
 
 def shared_dir(given: str | None) -> Path:
@@ -105,6 +107,9 @@ def part_env(args: argparse.Namespace) -> int:
     for rel in sorted({f for _, _, files in PARTS.values() for f in files}):
         print(f"| shared/{rel} | {'present' if (shared / rel).exists() else 'MISSING'} "
               f"({shared}) |")
+    missing = [m for m in MODULES_NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"\nMissing: {', '.join(missing)} ({HINT}).")
     try:
         import av
 
@@ -420,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         left = deadline - time.monotonic()
         missing = missing_for(part, shared)
         if missing:
-            status = "skipped: needs " + "; ".join(missing)
+            status = "skipped: needs " + "; ".join(missing) + f" ({HINT})"
             with md.open("a") as out:
                 out.write(f"_{part}: {status}_\n")
         elif left < MIN_SECONDS:
