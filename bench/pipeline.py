@@ -220,7 +220,8 @@ def torch_face_path(factory):
     return wrapped
 
 
-THREADS = ("decode", "detect", "track", "restore", "composite", "encode")
+# pipeline threads with a column of their own; any other stage's thread is added to "other"
+THREADS = ("decode", "detect", "track", "register", "restore", "composite", "encode")
 
 
 def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv",
@@ -243,7 +244,9 @@ def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv"
         wall = time.perf_counter() - t0
         cpu, main = time.process_time() - cpu0, time.thread_time() - main0
     n = max(1, summary.frames)
-    per_thread = {name: 1000 * s / n for name, s in threads.cpu.items()}
+    per_thread = {name: 1000 * s / n for name, s in threads.cpu.items() if name in THREADS}
+    per_thread["other"] = 1000 * sum(s for name, s in threads.cpu.items()
+                                     if name not in THREADS) / n
     per_thread["pools"] = 1000 * max(0.0, cpu - main - sum(threads.cpu.values())) / n
     per_thread["total"] = 1000 * cpu / n
     return {"frames": summary.frames, "faces": summary.faces, "fps": summary.frames / wall,
@@ -273,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a narrow GPEN of --size (checks the steps, measures nothing real)")
     ap.add_argument("--hd", action="store_true", help="generated clips with 1 and 4 faces")
     ap.add_argument("--hd-size", default="1920x1080", help="frame size of the --hd clips")
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 4], choices=[1, 4],
+                    help="which --hd clips: with one face, with four")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the --hd clips")
     ap.add_argument("--passthrough", action="store_true",
                     help="GPEN replaced by a runner returning its input (the CPU side alone)")
@@ -303,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         "composite", strength=args.strength).replace("detect", backend=args.detector)
     if args.hd:
         w, h = map(int, args.hd_size.split("x"))
-        clips = [hd_clip(tmp / f"{n}faces.mp4", n, args.seconds, (w, h), shared) for n in (1, 4)]
+        clips = [hd_clip(tmp / f"{n}faces.mp4", n, args.seconds, (w, h), shared)
+                 for n in args.faces]
     else:
         clips = [args.clip]
     paths = ["opencv", "torch"] if args.face_path == "both" else [args.face_path]
@@ -314,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_name(device)}; {gpen}; torch {torch.__version__}; "
           f"detector {args.detector}; strength {args.strength}\n")
     cols = " | ".join(f"{t} ms" for t in THREADS)
-    print(f"| clip | codec | face path | frames | fps | {cols} | pools ms | total CPU ms | "
-          "GPEN busy | GPU util |")
+    print(f"| clip | codec | face path | frames | fps | {cols} | other ms | pools ms | "
+          "total CPU ms | GPEN busy | GPU util |")
     print("|" + " --- |" * (len(THREADS) + 10))
     failures = 0
     for clip in clips:
@@ -341,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{head} failed: {type(exc).__name__}: {reason} |"
                       + " |" * (len(THREADS) + 6), flush=True)
                 continue
-            ms = " | ".join(f"{r['cpu_ms'].get(t, 0.0):.1f}" for t in THREADS)
+            ms = " | ".join(f"{r['cpu_ms'].get(t, 0.0):.1f}" for t in (*THREADS, "other"))
             util = "" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}%"
             print(f"{head} {r['frames']} | {r['fps']:.2f} | {ms} | "
                   f"{r['cpu_ms']['pools']:.1f} | {r['cpu_ms']['total']:.1f} | "
