@@ -291,7 +291,7 @@ def _model_files(cfg: RestoreConfig) -> list[Path]:
     from .detector import weights_name
     from .models import weights
 
-    names = [weights_name(cfg.detect)]
+    names = [weights_name(cfg.detect, cfg.model.weights_dir, cfg.model.device)]
     if cfg.composite.mask == "parsing":
         names.append("parsenet")
     files = []

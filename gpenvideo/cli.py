@@ -69,7 +69,9 @@ def _add_decode(p: argparse.ArgumentParser) -> None:
 
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
+    p.add_argument("--detector", choices=DETECTORS,
+                   help="face detector (default auto: retinaface on a CUDA device when facexlib "
+                   "and its weights are there, else yunet)")
     p.add_argument("--min-face-size", type=_count(0),
                    help="ignore faces smaller than this (pixels)")
     p.add_argument("--score-threshold", type=float,

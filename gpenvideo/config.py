@@ -23,7 +23,7 @@ DEINTERLACE_MODES = ("auto", "on", "off")
 CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
           "prores_ks")
 ENCODERS = ("pyav", "ffmpeg")
-DETECTORS = ("yunet", "retinaface")
+DETECTORS = ("auto", "yunet", "retinaface")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MASKS = ("template", "parsing")
@@ -53,7 +53,9 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    backend: str = "yunet"  # yunet (OpenCV, default) or retinaface (needs the retinaface extra)
+    # auto: retinaface on a CUDA device when facexlib and its weights are there, else yunet;
+    # yunet (OpenCV, CPU) or retinaface (needs the retinaface extra)
+    backend: str = "auto"
     # detections scoring lower are dropped; None: the backend's (yunet 0.6, retinaface 0.9)
     score_threshold: float | None = None
     min_face_size: int = 16  # faces whose box is smaller than this (pixels, short side) are dropped

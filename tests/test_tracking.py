@@ -435,3 +435,31 @@ def test_retinaface_default_threshold_keeps_the_sample_clips_face_and_drops_her_
     # and GPEN would paint a face on it
     loose = track_video(sample, cfg.replace("detect", score_threshold=0.6))
     assert len({x["track"] for f in loose["frames"] for x in f["faces"]}) == 2
+
+
+def test_auto_detector_is_retinaface_on_a_gpu_with_its_weights_else_yunet(tmp_path, monkeypatch):
+    from gpenvideo import detector
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import resolve_backend, score_threshold, weights_name
+
+    auto = DetectConfig()
+    assert auto.backend == "auto"
+    assert resolve_backend(auto, None, "cpu").backend == "yunet"  # no GPU: YuNet on the CPU
+    assert resolve_backend(DetectConfig(backend="retinaface"), None, "cpu").backend == \
+        "retinaface"
+    monkeypatch.setattr(detector, "_on_cuda", lambda device: device.startswith("cuda"))
+    monkeypatch.setenv("GPENVIDEO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_backend(auto, str(empty), "cuda").backend == "yunet"  # its weights missing
+    if importlib.util.find_spec("facexlib") is None:
+        return
+    retina = shared_file("weights", "detection_mobilenet0.25_Final.pth")
+    gpu = resolve_backend(auto, str(retina.parent), "cuda")
+    assert gpu.backend == "retinaface" and score_threshold(gpu) == 0.9
+    assert weights_name(auto, str(retina.parent), "cuda") == "retinaface-mobilenet0.25"
+    assert weights_name(auto, str(retina.parent), "cpu") == "yunet"
+    with pytest.raises(ValueError, match="resolve_backend"):
+        score_threshold(auto)
