@@ -588,11 +588,13 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
 
         parser = FaceParser(weights.find("parsenet", mcfg.weights_dir), runner.device)
     size = runner.size
+    cuda = runner.device.type == "cuda"  # the face path runs on the GPU with GPEN
 
     def factory(info: VideoInfo) -> list[Stage]:
         return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
-                RestoreStage(runner.restore, size, runner.batch_size,
-                             runner.device if runner.device.type == "cuda" else None, parser),
+                RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
+                             runner.batch_size, runner.device if cuda else None, parser,
+                             cfg.composite, strength),
                 Compositor(cfg.composite, size, strength)]
 
     return factory, output_size(cfg)
