@@ -28,17 +28,30 @@ def config(size: int) -> GPENConfig:
 
 
 def measure(runner: GPENRunner, batch: int, seconds: float) -> float:
-    x = torch.rand(batch, 3, runner.size, runner.size) * 2 - 1
-    sync = torch.cuda.synchronize if runner.device.type == "cuda" else (lambda: None)
+    """faces/s of `runner` at `batch` faces per call: two warm-up calls (compilation, cuDNN's
+    algorithm choice), then calls for at least `seconds` (and at least two)."""
+    return measure_peak(runner, batch, seconds)[0]
+
+
+def measure_peak(runner: GPENRunner, batch: int, seconds: float) -> tuple[float, float | None]:
+    """(faces/s, peak GPU memory in GiB during the timed calls; None on the CPU). The input
+    is already on the device, as the restore stage's crops are."""
+    x = (torch.rand(batch, 3, runner.size, runner.size) * 2 - 1).to(runner.device)
+    cuda = runner.device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(runner.device)) if cuda else (lambda: None)
     for _ in range(2):  # warm-up (and compilation)
         runner.run_tensor(x, batch_size=batch)
     sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(runner.device)
     runs, start = 0, time.perf_counter()
     while runs < 2 or time.perf_counter() - start < seconds:
         runner.run_tensor(x, batch_size=batch)
         runs += 1
     sync()
-    return runs * batch / (time.perf_counter() - start)
+    fps = runs * batch / (time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(runner.device) / 2**30 if cuda else None
+    return fps, peak
 
 
 def device_name(device: torch.device) -> str:

@@ -1,22 +1,38 @@
-"""End-to-end frames/s of `gpenvideo restore` against a plain PyAV transcode of the same clip
-in the same run. GPEN weights are randomly initialised in the released configuration of the
-chosen size (the same arithmetic as the real checkpoint); faces are detected with YuNet from
-../shared/weights.
+"""End-to-end frames/s of `gpenvideo restore`, CPU time per frame of every pipeline thread, and
+the GPU's busy share. GPEN weights are randomly initialised in the released configuration of the
+chosen size (the same arithmetic as the real checkpoint); faces are detected from the shared
+weights folder (bench/paths.py: $GPENVIDEO_SHARED, ./shared or ../shared).
 
     python bench/pipeline.py                      # CPU: sample clip, GPEN-256
-    python bench/pipeline.py --device cuda --size 2048 --precision fp16 --hd
-        # GPU: generated 1080p clips with one and with four faces
+    python bench/pipeline.py --hd --passthrough --size 2048 --strength 0.8 --face-path both
+        # the CPU side of a GPU run: everything but GPEN, 1080p, one and four faces
+    python bench/pipeline.py --device cuda --size 2048 --precision fp16 --hd \\
+        --codecs libx264 h264_nvenc                # GPU: end to end at 1080p
 
-GPU busy time is the share of the wall time spent inside GPEN batches (synchronised).
+--passthrough replaces GPEN by a runner that hands back its input crop at the model's size
+(the stages are built by api.restore_recipe as in a real run; only the network is
+left out), so the table shows what the rest of the pipeline costs and which thread would hold a
+GPU back. CPU ms/frame is each thread's own CPU time (time.thread_time) over the frames written;
+"pools" is the rest of the process (FFmpeg's codec threads, OpenMP/OpenCV worker threads).
+GPEN busy is the share of the wall time inside the network's batches (synchronised on CUDA);
+GPU util is NVML's mean utilisation while the film ran (CUDA only).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import itertools
+import math
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -27,95 +43,314 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from io_bench import plain  # noqa: E402
-import gpenvideo  # noqa: E402
+from gpenvideo import api, engine, segments  # noqa: E402
 from gpenvideo.config import RestoreConfig  # noqa: E402
+from gpenvideo.errors import GpenVideoError  # noqa: E402
 from gpenvideo.models import runner as runner_module  # noqa: E402
-from gpenvideo.models.gpen import GPEN  # noqa: E402
+from gpenvideo.models import weights as weights_module  # noqa: E402
+from gpenvideo.models.gpen import GPEN, GPENConfig  # noqa: E402
+from gpenvideo.models.runner import resolve_device, resolve_precision  # noqa: E402
 
 from gpen import config, device_name  # noqa: E402  (bench/gpen.py)
+from paths import shared_dir  # noqa: E402  (bench/paths.py)
 
-SHARED = ROOT.parent / "shared"
+# Where each pasted face sits (top-left corner, side) in a 1920x1080 frame, before its motion.
+ONE_FACE = [((600, 180), 720)]
+FOUR_FACES = [((180, 60), 480), ((1260, 60), 480), ((180, 560), 480), ((1260, 560), 480)]
 
 
-def hd_clip(path: Path, faces: int, seconds: float = 4.0) -> Path:
-    """1920x1080 25 fps clip with `faces` talking heads (from ../shared/media) on a textured
-    background, with audio."""
+def _heads(shared: Path) -> list[list[np.ndarray]]:
+    """Real faces: the frames of each talking-head clip, then each photo as a one-frame
+    'clip', cropped square around its face. Raises FileNotFoundError when none is there."""
     import av
-    from clips import make_clip
 
-    sources = sorted((SHARED / "media").glob("sadtalker_*.mp4"))
     heads = []
-    for src in sources:
+    for src in sorted((shared / "media").glob("sadtalker_*.mp4")):
         with av.open(str(src)) as c:
             heads.append([f.to_ndarray(format="bgr24") for f in c.decode(video=0)])
-    n = int(seconds * 25)
+    for name in ("astronaut.png", "grace_hopper.jpg"):
+        img = cv2.imread(str(shared / "media" / name))
+        if img is not None:
+            side = min(img.shape[:2])
+            heads.append([img[:side, (img.shape[1] - side) // 2:][:, :side]])
+    if not heads:
+        raise FileNotFoundError(f"{shared / 'media'}: no talking-head clips or photos; "
+                                "set GPENVIDEO_SHARED to the shared folder")
+    return heads
+
+
+def hd_clip(path: Path, faces: int, seconds: float = 4.0, size: tuple[int, int] = (1920, 1080),
+            shared: Path | None = None) -> Path:
+    """A 25 fps clip of `size` (default 1920x1080) with `faces` real faces (1 or 4; from the
+    shared media: the two talking-head clips and the two photos) on a textured background,
+    each drifting slowly (up to 4% of the frame) so the tracker has motion to follow; with
+    audio. Written with libx264."""
+    from clips import make_clip
+
+    heads = _heads(shared or shared_dir())
+    w, h = size
+    k = w / 1920
     rng = np.random.default_rng(0)
-    background = cv2.resize(rng.integers(0, 255, (68, 120, 3), np.uint8), (1920, 1080))
-    side = 480 if faces > 1 else 720
-    spots = [(180, 60), (1260, 60), (180, 560), (1260, 560)] if faces > 1 else [(600, 180)]
+    background = cv2.resize(rng.integers(0, 255, (68, 120, 3), np.uint8), (w, h))
+    spots = ONE_FACE if faces == 1 else FOUR_FACES[:faces]
+    heads_used = [heads[(0 if faces == 1 else i) % len(heads)] for i in range(len(spots))]
 
     def image(i: int) -> np.ndarray:
         img = background.copy()
-        for k, (x, y) in enumerate(spots[:faces]):
-            frames = heads[k % len(heads)]
-            head = cv2.resize(frames[i % len(frames)], (side, side))
-            img[y:y + side, x:x + side] = head
+        for j, (((x, y), side), frames) in enumerate(zip(spots, heads_used)):
+            side = max(8, round(side * k))
+            dx = 0.04 * w * math.sin(2 * math.pi * i / 90 + j) / 2
+            dy = 0.02 * h * math.cos(2 * math.pi * i / 70 + j)
+            x0 = int(np.clip(round(x * k + dx), 0, w - side))
+            y0 = int(np.clip(round(y * k + dy), 0, h - side))
+            img[y0:y0 + side, x0:x0 + side] = cv2.resize(frames[i % len(frames)], (side, side),
+                                                         interpolation=cv2.INTER_AREA)
         return img
 
-    return make_clip(path, frames=n, size=(1920, 1080), audio=1, image_fn=image)
+    return make_clip(path, frames=max(2, int(seconds * 25)), size=size, audio=1, image_fn=image)
 
 
-def timed_runner():
-    """Wrap GPENRunner.restore to add up the time spent in GPEN (GPU synchronised)."""
-    busy = {"seconds": 0.0}
-    original = runner_module.GPENRunner.restore
+class PassThroughRunner(runner_module.GPENRunner):
+    """A GPENRunner without a network: every batch comes back as it went in (on the runner's
+    device, float32, the runner's own conversions and transfers included), at the model's
+    size. Stands in for GPEN so the rest of the pipeline is measured alone."""
 
-    def restore(self, crops):
-        start = time.perf_counter()
-        out = original(self, crops)  # returns numpy: the GPU work is finished
-        busy["seconds"] += time.perf_counter() - start
-        return out
+    def __init__(self, model, device="cpu", precision="auto", batch_size=0,
+                 channels_last=True, compile=False) -> None:  # noqa: A002 - GPENRunner's name
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.dtype = resolve_precision(precision, self.device)
+        self.size = model.cfg.size
+        self.channels_last = False
+        self.model = None
+        self.forward = lambda x: x
+        self.batch_size = batch_size or 8
 
-    runner_module.GPENRunner.restore = restore
-    return busy
+
+@contextlib.contextmanager
+def passthrough_models(size: int) -> Iterator[None]:
+    """While open, api.restore_recipe builds its stages around a PassThroughRunner
+    of GPEN-`size` (the checkpoint is never read)."""
+    stub = SimpleNamespace(cfg=config(size))
+    with mock.patch.object(runner_module, "GPENRunner", PassThroughRunner), \
+            mock.patch.object(weights_module, "load_gpen", lambda *a, **k: stub):
+        yield
 
 
-def main() -> None:
+class ThreadClock:
+    """CPU seconds of each pipeline thread (by stage name), taken with time.thread_time inside
+    the thread from its start to its end."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        original = engine._Workers.start
+
+        def start(workers, name, fn):
+            def timed() -> None:
+                t0 = time.thread_time()
+                try:
+                    fn()
+                finally:
+                    with self._lock:
+                        self.cpu[name] = self.cpu.get(name, 0.0) + time.thread_time() - t0
+            original(workers, name, timed)
+
+        with mock.patch.object(engine._Workers, "start", start):
+            yield
+
+
+class GpenClock:
+    """Wall seconds inside GPENRunner.run_tensor (synchronised on CUDA) and, on CUDA, NVML's
+    GPU utilisation sampled every 0.1 s while open."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        original = runner_module.GPENRunner.run_tensor
+        clock = self
+
+        def run_tensor(self, x, batch_size=None):
+            start = time.perf_counter()
+            out = original(self, x, batch_size)
+            if out.is_cuda:
+                torch.cuda.synchronize(out.device)
+            clock.seconds += time.perf_counter() - start
+            return out
+
+        sampler = None
+        if self.device.type == "cuda":
+            sampler = threading.Thread(target=self._sample, daemon=True)
+            sampler.start()
+        try:
+            with mock.patch.object(runner_module.GPENRunner, "run_tensor", run_tensor):
+                yield
+        finally:
+            self._stop.set()
+            if sampler is not None:
+                sampler.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                self.samples.append(float(torch.cuda.utilization(self.device)))
+            except Exception:  # noqa: BLE001 - NVML missing: no utilisation column
+                return
+
+    @property
+    def utilisation(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def torch_face_path(factory):
+    """The stage factory with every stage that can cut (and paste) faces with torch given the
+    CPU as its torch device (the code path a GPU run takes, on the CPU)."""
+    def wrapped(info):
+        stages = factory(info)
+        for stage in stages:
+            if hasattr(stage, "warp_device") and stage.warp_device is None:
+                stage.warp_device = torch.device("cpu")
+        return stages
+    return wrapped
+
+
+# pipeline threads with a column of their own; any other stage's thread is added to "other"
+THREADS = ("decode", "detect", "track", "register", "restore", "composite", "encode")
+
+
+def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv",
+            identity: bool = False) -> dict:
+    """Restore `clip` into `out` once (identity: decode and encode only, no stage); return
+    frames/s, faces, CPU ms/frame per thread and the GPU figures. Raises GpenVideoError (e.g.
+    an encoder this machine lacks)."""
+    threads, gpen = ThreadClock(), GpenClock(resolve_device(cfg.model.device))
+    with segments.prepare(clip, out, cfg, overwrite=True) as plan:
+        recipe = api.IDENTITY if identity else api.restore_recipe(cfg)
+        if face_path == "torch" and recipe.build is not None:
+            recipe = dataclasses.replace(recipe, build=torch_face_path(recipe.build))
+        with threads.installed(), gpen.installed():
+            cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+            summary = segments.execute(plan, recipe)
+            wall = time.perf_counter() - t0
+        cpu, main = time.process_time() - cpu0, time.thread_time() - main0
+    n = max(1, summary.frames)
+    per_thread = {name: 1000 * s / n for name, s in threads.cpu.items() if name in THREADS}
+    per_thread["other"] = 1000 * sum(s for name, s in threads.cpu.items()
+                                     if name not in THREADS) / n
+    per_thread["pools"] = 1000 * max(0.0, cpu - main - sum(threads.cpu.values())) / n
+    per_thread["total"] = 1000 * cpu / n
+    return {"frames": summary.frames, "faces": summary.faces, "fps": summary.frames / wall,
+            "wall": wall, "cpu_ms": per_thread, "gpen_busy": gpen.seconds / wall,
+            "gpu_util": gpen.utilisation}
+
+
+def random_checkpoint(folder: Path, size: int, tiny: bool = False) -> Path:
+    """A GPEN-`size` checkpoint with random weights of the released configuration (tiny: a
+    narrow GPEN of that size, a sliver of the arithmetic, for checking the steps)."""
+    torch.manual_seed(0)
+    path = folder / f"random-gpen-{size}.pth"
+    cfg = GPENConfig(size=size, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=1 / 16) \
+        if tiny else config(size)
+    torch.save(GPEN(cfg).state_dict(), path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("clip", nargs="?", type=Path,
                     default=ROOT / "samples" / "grace_hopper_homemovie.mp4")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=256, help="GPEN model size (crop side)")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--hd", action="store_true", help="generated 1080p clips, 1 and 4 faces")
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
-    torch.manual_seed(0)
-    ckpt = tmp / f"random-gpen-{args.size}.pth"
-    torch.save(GPEN(config(args.size)).state_dict(), ckpt)
-    cfg = RestoreConfig().replace("model", weights=str(ckpt), device=args.device,
-                                  precision=args.precision,
-                                  weights_dir=str(SHARED / "weights")).replace(
-        "pipeline", progress=False)
-    clips = [hd_clip(tmp / "one.mp4", 1), hd_clip(tmp / "four.mp4", 4)] if args.hd else [args.clip]
-    busy = timed_runner()
-    name = device_name(torch.device(args.device))
-    print(f"device: {name}; GPEN-{args.size} {args.precision}; torch {torch.__version__}\n")
-    print("| clip | frames | plain transcode fps | restore fps | faces/s | GPEN busy | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a narrow GPEN of --size (checks the steps, measures nothing real)")
+    ap.add_argument("--hd", action="store_true", help="generated clips with 1 and 4 faces")
+    ap.add_argument("--hd-size", default="1920x1080", help="frame size of the --hd clips")
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 4], choices=[1, 4],
+                    help="which --hd clips: with one face, with four")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of the --hd clips")
+    ap.add_argument("--passthrough", action="store_true",
+                    help="GPEN replaced by a runner returning its input (the CPU side alone)")
+    ap.add_argument("--face-path", choices=["opencv", "torch", "both"], default="opencv",
+                    help="on the CPU: cut the crops with OpenCV or with torch (the GPU's path)")
+    ap.add_argument("--codecs", nargs="+", default=["libx264"])
+    ap.add_argument("--presets", nargs="+", default=["default"],
+                    help="encoder speed presets to try (default: the codec's own)")
+    ap.add_argument("--identity", action="store_true",
+                    help="decode and encode only (what the encoder costs per frame)")
+    ap.add_argument("--optional-codecs", nargs="*", default=[],
+                    help="codecs whose failure is recorded but not an error (e.g. h264_nvenc "
+                         "on a GPU without NVENC)")
+    ap.add_argument("--detector", default="auto", help="auto, yunet or retinaface")
+    ap.add_argument("--strength", type=float, default=None,
+                    help="blend share (the 2048 model's own default is 0.8)")
+    ap.add_argument("--plain", action="store_true",
+                    help="also time a plain PyAV transcode of each clip (libx264)")
+    args = ap.parse_args(argv)
+    shared = shared_dir()
+    tmp = Path(tempfile.mkdtemp(prefix="gpenvideo-bench-"))
+    ckpt = tmp / "unused.pth" if args.passthrough or args.identity else \
+        random_checkpoint(tmp, args.size, args.tiny)
+    cfg = RestoreConfig().replace(
+        "model", weights=str(ckpt), device=args.device, precision=args.precision,
+        weights_dir=str(shared / "weights")).replace(
+        "pipeline", progress=False, segment_seconds=0).replace(
+        "composite", strength=args.strength).replace("detect", backend=args.detector)
+    if args.hd:
+        w, h = map(int, args.hd_size.split("x"))
+        clips = [hd_clip(tmp / f"{n}faces.mp4", n, args.seconds, (w, h), shared)
+                 for n in args.faces]
+    else:
+        clips = [args.clip]
+    paths = ["opencv", "torch"] if args.face_path == "both" else [args.face_path]
+    device = resolve_device(args.device)
+    gpen = "no face stages (decode and encode only)" if args.identity else \
+        f"GPEN-{args.size} " + ("pass-through (no network)" if args.passthrough
+                                else f"random weights, {args.precision}")
+    print(f"device: {device_name(device)}; {gpen}; torch {torch.__version__}; "
+          f"detector {args.detector}; strength {args.strength}\n")
+    cols = " | ".join(f"{t} ms" for t in THREADS)
+    print(f"| clip | codec | face path | frames | fps | {cols} | other ms | pools ms | "
+          "total CPU ms | GPEN busy | GPU util |")
+    print("|" + " --- |" * (len(THREADS) + 10))
+    failures = 0
     for clip in clips:
-        t = time.perf_counter()
-        n = plain(clip, tmp / "plain.mp4")
-        t_plain = time.perf_counter() - t
-        busy["seconds"] = 0.0
-        t = time.perf_counter()
-        summary = gpenvideo.restore_video(clip, tmp / f"out-{clip.stem}.mp4", config=cfg,
-                                          overwrite=True)
-        t_ours = time.perf_counter() - t
-        print(f"| {clip.name} | {n} | {n / t_plain:.1f} | {summary.frames / t_ours:.2f} | "
-              f"{summary.faces / t_ours:.2f} | {100 * busy['seconds'] / t_ours:.0f}% | "
-              f"{t_plain / t_ours:.3f} |", flush=True)
+        if args.plain:
+            t = time.perf_counter()
+            n = plain(clip, tmp / "plain.mp4")
+            print(f"| {clip.name} | plain PyAV transcode | | {n} | "
+                  f"{n / (time.perf_counter() - t):.1f} |" + " |" * (len(THREADS) + 5))
+        for codec, preset, face_path in itertools.product(args.codecs, args.presets, paths):
+            run_cfg = cfg.replace("encode", codec=codec,
+                                  preset=None if preset == "default" else preset)
+            name = codec if preset == "default" else f"{codec} {preset}"
+            head = f"| {clip.name} | {name} | {'identity' if args.identity else face_path} |"
+            models = passthrough_models(args.size) if args.passthrough \
+                else contextlib.nullcontext()
+            try:
+                with models:
+                    r = measure(clip, tmp / f"out-{clip.stem}.mp4", run_cfg, face_path,
+                                args.identity)
+            except (GpenVideoError, RuntimeError, OSError, ValueError) as exc:
+                failures += codec not in args.optional_codecs
+                reason = " ".join(str(exc).split())[:200].replace("|", "/")
+                print(f"{head} failed: {type(exc).__name__}: {reason} |"
+                      + " |" * (len(THREADS) + 6), flush=True)
+                continue
+            ms = " | ".join(f"{r['cpu_ms'].get(t, 0.0):.1f}" for t in (*THREADS, "other"))
+            util = "" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}%"
+            print(f"{head} {r['frames']} | {r['fps']:.2f} | {ms} | "
+                  f"{r['cpu_ms']['pools']:.1f} | {r['cpu_ms']['total']:.1f} | "
+                  f"{100 * r['gpen_busy']:.0f}% | {util} |", flush=True)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,11 @@
-"""5-point similarity alignment to the GPEN face template, and warps in both directions
-(OpenCV on CPU, torch grid_sample on GPU; the two agree)."""
+"""5-point similarity alignment to the GPEN face template, warps in both directions (OpenCV on
+CPU, torch grid_sample on GPU; the two agree), the face mask in crop coordinates and the
+geometry of pasting a crop back (shared by the CPU and the GPU face path)."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -68,11 +72,12 @@ def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int] | int,
                           borderMode=border, borderValue=border_value)
 
 
-def warp_torch(images, matrices, size: int, cubic: bool = False, replicate: bool = False):
+def warp_torch(images, matrices, size: int | tuple[int, int], cubic: bool = False,
+               replicate: bool = False):
     """GPU warp that matches `warp`: images (N, C, H, W) float tensor (N = 1 serves every
     matrix), matrices (N, 2, 3) frame->crop (numpy or tensor); bilinear, or bicubic like
     `warp(..., cubic=True)`; zeros outside, or the nearest edge pixel with `replicate`.
-    Returns (N, C, size, size) float tensor."""
+    size: the output's side, or its (w, h). Returns (N, C, h, w) float tensor."""
     import torch
     import torch.nn.functional as F
 
@@ -80,15 +85,108 @@ def warp_torch(images, matrices, size: int, cubic: bool = False, replicate: bool
     if images.shape[0] == 1 and m.shape[0] > 1:
         images = images.expand(m.shape[0], -1, -1, -1)
     n, _, h, w = images.shape
+    out_w, out_h = (size, size) if isinstance(size, int) else size
     inv = torch.from_numpy(np.stack([invert(x) for x in m.numpy()])).to(images.device)
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=images.device),
-                            torch.arange(size, dtype=torch.float64, device=images.device),
+    ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64, device=images.device),
+                            torch.arange(out_w, dtype=torch.float64, device=images.device),
                             indexing="ij")
     ones = torch.ones_like(xs)
-    grid = torch.stack([xs, ys, ones], -1).reshape(1, -1, 3)  # (1, S*S, 3)
-    src = grid @ inv.transpose(1, 2)  # (N, S*S, 2) source pixel coordinates
-    gx = src[..., 0] * (2.0 / (w - 1)) - 1.0
-    gy = src[..., 1] * (2.0 / (h - 1)) - 1.0
-    norm = torch.stack([gx, gy], -1).reshape(n, size, size, 2).to(images.dtype)
+    grid = torch.stack([xs, ys, ones], -1).reshape(1, -1, 3)  # (1, out_h*out_w, 3)
+    src = grid @ inv.transpose(1, 2)  # (N, out_h*out_w, 2) source pixel coordinates
+    gx = src[..., 0] * (2.0 / max(w - 1, 1)) - 1.0
+    gy = src[..., 1] * (2.0 / max(h - 1, 1)) - 1.0
+    norm = torch.stack([gx, gy], -1).reshape(n, out_h, out_w, 2).to(images.dtype)
     return F.grid_sample(images, norm, mode="bicubic" if cubic else "bilinear",
                          padding_mode="border" if replicate else "zeros", align_corners=True)
+
+
+# Face region in crop units (fractions of the crop size): the ellipse on which the mask reaches
+# 0, around the template's eyes (y 0.47), nose and mouth (y 0.72), reaching the forehead and
+# past the chin, and ending well inside the crop on all four sides (x 0.10-0.90, y 0.07-0.95),
+# so neither the crop's edge nor anything beyond it (padding) can reach the frame.
+MASK_CENTER = (0.5, 0.51)
+MASK_AXES = (0.40, 0.44)
+
+
+def face_mask(size: int, feather: float) -> np.ndarray:
+    """(size, size) float32 mask in [0, 1]: 0 on and outside the face ellipse (MASK_CENTER,
+    MASK_AXES), rising inwards over `feather` * size pixels along a smootherstep (flat at
+    both ends of the ramp, so the change starts with fractions of a level), 1 further in. It is exactly 0 on a band along every side of the
+    crop (at least 5% of its size)."""
+    centre = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres, crop units
+    u = (centre - MASK_CENTER[0]) / MASK_AXES[0]  # (size,) along x
+    v = (centre - MASK_CENTER[1]) / MASK_AXES[1]  # (size,) along y
+    r = np.sqrt(u[None, :] ** 2 + v[:, None] ** 2)  # (size, size) 1 on the ellipse
+    # distance to the ellipse in crop units, to first order: (1 - r) / |grad r|
+    grad = np.sqrt((u[None, :] / MASK_AXES[0]) ** 2 + (v[:, None] / MASK_AXES[1]) ** 2)
+    dist = (1 - r) * r / np.maximum(grad, 1e-9)
+    t = np.clip(dist / max(feather, 1e-6), 0.0, 1.0)
+    return (t * t * t * (t * (6 * t - 15) + 10)).astype(np.float32)
+
+
+def from_resized(factor: float) -> np.ndarray:
+    """(3, 3) map from the pixel coordinates of an image resized by `factor` to those of the
+    image itself, pixel centres kept aligned: x_resized + 0.5 = factor * (x + 0.5)."""
+    return np.array([[1 / factor, 0, (1 / factor - 1) / 2],
+                     [0, 1 / factor, (1 / factor - 1) / 2],
+                     [0, 0, 1]], np.float64)
+
+
+def scaled_transform(matrix: np.ndarray, factor: int) -> np.ndarray:
+    """frame->crop matrix for the frame upscaled by `factor`."""
+    if factor == 1:
+        return matrix
+    return np.asarray(matrix, np.float64) @ from_resized(factor)
+
+
+COLOR_GRID = 16  # colour matching keeps the source's colour over cells of crop/16 and larger
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a size x size crop goes in a frame: the patch image[y0:y1, x0:x1] that holds its
+    mask's support, the side the crop is first shrunk to (by area averaging; == size when it
+    is not), and `to_patch`, the (2, 3) map from that shrunk crop's pixels to the patch's."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    side: int
+    to_patch: np.ndarray
+
+
+def placement(matrix: np.ndarray, size: int, width: int, height: int) -> Placement | None:
+    """The Placement of a crop cut with `matrix` (frame -> crop, (2, 3)) in a width x height
+    frame; None when its mask lies outside the frame. A crop much larger than its place in the
+    frame is shrunk first (a warp alone would alias the model's fine detail into noise)."""
+    inv = invert(matrix)
+    (cx, cy), (ax, ay) = MASK_CENTER, MASK_AXES
+    corners = np.array([[cx - ax, cy - ay, 1], [cx + ax, cy - ay, 1], [cx - ax, cy + ay, 1],
+                        [cx + ax, cy + ay, 1]]) * (size, size, 1) @ inv.T
+    pad = 2  # the bicubic taps and rounding
+    x0, y0 = np.floor(corners.min(0)).astype(int) - pad
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + pad
+    x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    scale = math.sqrt(abs(np.linalg.det(inv[:, :2])))
+    side = math.ceil(size * scale)
+    if side < size // 2:
+        inv = inv @ from_resized(side / size)
+    else:
+        side = size
+    to_patch = inv.copy()
+    to_patch[:, 2] -= (x0, y0)
+    return Placement(x0, y0, x1, y1, side, to_patch)
+
+
+def area_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) float64 matrix of area averaging from src to dst <= src samples (as OpenCV's
+    INTER_AREA shrinks): row i averages the source interval [i, i + 1) * src / dst, partly
+    covered samples weighed by their covered share. weights @ x shrinks x along its axis 0."""
+    scale = src / dst
+    lo = np.arange(dst)[:, None] * scale  # (dst, 1) interval starts
+    k = np.arange(src)[None, :]  # (1, src) sample k covers [k, k + 1)
+    overlap = np.clip(np.minimum(k + 1, lo + scale) - np.maximum(k, lo), 0, None)
+    return overlap / scale

@@ -139,11 +139,13 @@ def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
 
         parser = FaceParser(weights.find("parsenet", mcfg.weights_dir), runner.device)
     size = runner.size
+    cuda = runner.device.type == "cuda"  # the face path runs on the GPU with GPEN
 
     def build(info) -> list:
         return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
-                RestoreStage(runner.restore, size, runner.batch_size,
-                             runner.device if runner.device.type == "cuda" else None, parser),
+                RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
+                             runner.batch_size, runner.device if cuda else None, parser,
+                             cfg.composite, strength),
                 Compositor(cfg.composite, size, strength)]
 
     return restore_plan_recipe(cfg, build)
@@ -177,7 +179,7 @@ def model_files(cfg: RestoreConfig) -> list[Path]:
     from .errors import GpenVideoError
     from .models import weights
 
-    names = [weights_name(cfg.detect)]
+    names = [weights_name(cfg.detect, cfg.model.weights_dir, cfg.model.device)]
     if cfg.composite.mask == "parsing":
         names.append("parsenet")
     files = []

@@ -1,7 +1,13 @@
 """Pastes restored faces back into their frames: inverse similarity warp, a soft mask tied to
 the face template (narrowed to the face's own outline by a parsing mask with --mask parsing),
 and a blend with the original crop (strength). Pixels outside every face mask are left exactly
-as decoded."""
+as decoded.
+
+The face path works at the face's size in the frame: the crop is shrunk first (by area
+averaging, when the model's crop is much larger than the face), then colour-matched, blended
+with the source crop and warped into a patch over the face's bounding box. On a GPU the
+restorer runs that path where the model runs (restorer.FacePath) and hands on the patch; here
+only the patch is blended into the frame. CPU runs do the same steps with OpenCV."""
 
 from __future__ import annotations
 
@@ -11,39 +17,15 @@ import cv2
 import numpy as np
 
 from . import align
+from .align import COLOR_GRID, MASK_AXES, MASK_CENTER, face_mask, from_resized, scaled_transform  # noqa: F401 (re-exported)
 from .config import CompositeConfig
 from .frames import Frame
 
-# Face region in crop units (fractions of the crop size): the ellipse on which the mask reaches
-# 0, around the template's eyes (y 0.47), nose and mouth (y 0.72), reaching the forehead and
-# past the chin, and ending well inside the crop on all four sides (x 0.10-0.90, y 0.07-0.95),
-# so neither the crop's edge nor anything beyond it (padding) can reach the frame.
-MASK_CENTER = (0.5, 0.51)
-MASK_AXES = (0.40, 0.44)
-
-
-def face_mask(size: int, feather: float) -> np.ndarray:
-    """(size, size) float32 mask in [0, 1]: 0 on and outside the face ellipse (MASK_CENTER,
-    MASK_AXES), rising inwards over `feather` * size pixels along a smootherstep (flat at
-    both ends of the ramp, so the change starts with fractions of a level), 1 further in. It is exactly 0 on a band along every side of the
-    crop (at least 5% of its size)."""
-    centre = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres, crop units
-    u = (centre - MASK_CENTER[0]) / MASK_AXES[0]  # (size,) along x
-    v = (centre - MASK_CENTER[1]) / MASK_AXES[1]  # (size,) along y
-    r = np.sqrt(u[None, :] ** 2 + v[:, None] ** 2)  # (size, size) 1 on the ellipse
-    # distance to the ellipse in crop units, to first order: (1 - r) / |grad r|
-    grad = np.sqrt((u[None, :] / MASK_AXES[0]) ** 2 + (v[:, None] / MASK_AXES[1]) ** 2)
-    dist = (1 - r) * r / np.maximum(grad, 1e-9)
-    t = np.clip(dist / max(feather, 1e-6), 0.0, 1.0)
-    return (t * t * t * (t * (6 * t - 15) + 10)).astype(np.float32)
-
-
-COLOR_GRID = 16  # colour matching keeps the source's colour over cells of crop/16 and larger
-
 
 def match_color(restored: np.ndarray, crop: np.ndarray) -> np.ndarray:
-    """`restored` (float32) with its low frequencies (colour, shading) taken from `crop`, the
-    source's aligned face: GPEN may shift a face's tint or brightness; its detail is kept."""
+    """`restored` (float32, (s, s, 3)) with its low frequencies (colour, shading) taken from
+    `crop` (same shape), the source's aligned face: GPEN may shift a face's tint or brightness;
+    its detail is kept."""
     size = restored.shape[0]
     grid = (COLOR_GRID, COLOR_GRID)
     diff = cv2.resize(crop.astype(np.float32), grid, interpolation=cv2.INTER_AREA) - \
@@ -59,24 +41,56 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LANCZOS4)
 
 
-def from_resized(factor: float) -> np.ndarray:
-    """(3, 3) map from the pixel coordinates of an image resized by `factor` to those of the
-    image itself, pixel centres kept aligned: x_resized + 0.5 = factor * (x + 0.5)."""
-    return np.array([[1 / factor, 0, (1 / factor - 1) / 2],
-                     [0, 1 / factor, (1 / factor - 1) / 2],
-                     [0, 0, 1]], np.float64)
+def face_patch(place: align.Placement, crop: np.ndarray, restored: np.ndarray,
+               mask: np.ndarray, strength: float, color_match: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The CPU (OpenCV) face path: crop, restored (S, S, 3) uint8, mask (S, S) float32 ->
+    the face (h, w, 3) float32 and its alpha (h, w) float32 over the patch of `place`."""
+    face, src = restored.astype(np.float32), crop.astype(np.float32)
+    if place.side != face.shape[0]:
+        side = (place.side, place.side)
+        face = cv2.resize(face, side, interpolation=cv2.INTER_AREA)
+        src = cv2.resize(src, side, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, side, interpolation=cv2.INTER_AREA)
+    if color_match:
+        face = match_color(face, src)
+    if strength < 1.0:
+        face = strength * face + (1 - strength) * src
+    region = (place.x1 - place.x0, place.y1 - place.y0)
+    face = align.warp(face, place.to_patch, region, cubic=True, replicate=True)
+    return face, align.warp(mask, place.to_patch, region)
 
 
-def scaled_transform(matrix: np.ndarray, factor: int) -> np.ndarray:
-    """frame->crop matrix for the frame upscaled by `factor`."""
-    if factor == 1:
-        return matrix
-    return np.asarray(matrix, np.float64) @ from_resized(factor)
+def blend_patch(image: np.ndarray, x0: int, y0: int, face: np.ndarray, alpha: np.ndarray
+                ) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    """Blend `face` ((h, w, 3) float32, 0-255) by `alpha` ((h, w) float32, 0-1) over
+    image[y0:y0+h, x0:x0+w] (uint8, or uint16 at full 16-bit scale; not changed). Returns what
+    Frame.paste takes: (x0, y0, pixels (h', w', 3) of the image's dtype, mask (h', w') bool of
+    the pixels that change), cut to the changed pixels' box (None: none change)."""
+    inside = alpha > 0
+    if not inside.any():
+        return None
+    roi = image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
+    level = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
+    top = 65535 if image.dtype == np.uint16 else 255
+    a = alpha[inside][:, None]
+    new = a * face[inside] * level + (1 - a) * roi[inside].astype(np.float32)
+    new = np.clip(np.rint(new), 0, top).astype(image.dtype)
+    changed = np.zeros(inside.shape, bool)
+    changed[inside] = np.any(new != roi[inside], axis=1)
+    pixels = roi.copy()
+    pixels[inside] = new
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+    if rows.size == 0:
+        return None
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return x0 + int(c0), y0 + int(r0), pixels[r0:r1, c0:c1], changed[r0:r1, c0:c1]
 
 
 class Compositor:
-    """strength: share of the restored face (1 = all restored). Upscales the frame by
-    cfg.upscale (Lanczos) and pastes the faces from the model's full-resolution output."""
+    """strength: share of the restored face (1 = all restored), times each face's weight.
+    Upscales the frame by cfg.upscale (Lanczos) and pastes the faces from the model's
+    full-resolution output (or the patches the restorer already warped on the GPU)."""
 
     name = "composite"
     context = 0
@@ -91,8 +105,13 @@ class Compositor:
         if self.cfg.upscale != 1:  # every pixel is new: nothing of the decoded picture is kept
             frame.replace_image(upscale(frame.image, self.cfg.upscale))
         for face in frame.restored:
-            self.paste(frame, scaled_transform(face.matrix, self.cfg.upscale), face.crop,
-                       face.restored, face.mask)
+            if face.patch is not None:
+                patch = blend_patch(frame.image, *face.patch)
+            else:
+                patch = self.blend(frame.image, scaled_transform(face.matrix, self.cfg.upscale),
+                                   face.crop, face.restored, face.mask, face.weight)
+            if patch is not None:
+                frame.paste(*patch)
         frame.restored = []
         return (frame,)
 
@@ -100,62 +119,28 @@ class Compositor:
         return ()
 
     def paste(self, frame: Frame, matrix: np.ndarray, crop: np.ndarray,
-              restored: np.ndarray, parsed: np.ndarray | None = None) -> None:
+              restored: np.ndarray, parsed: np.ndarray | None = None, weight: float = 1.0
+              ) -> None:
         """Blend one restored crop into `frame` (Frame.paste: the pixels it changes are
-        recorded). matrix: (2, 3) frame -> crop; crop, restored: (S, S, 3) uint8 BGR; parsed:
-        the face's parsing mask (S, S), which narrows the template mask to the face itself."""
-        patch = self.blend(frame.image, matrix, crop, restored, parsed)
+        recorded). matrix: (2, 3) frame -> crop; crop, restored: (S, S, 3) uint8 BGR; parsed,
+        weight: as for `blend`."""
+        patch = self.blend(frame.image, matrix, crop, restored, parsed, weight)
         if patch is not None:
             frame.paste(*patch)
 
     def blend(self, image: np.ndarray, matrix: np.ndarray, crop: np.ndarray,
-              restored: np.ndarray, parsed: np.ndarray | None = None
+              restored: np.ndarray, parsed: np.ndarray | None = None, weight: float = 1.0
               ) -> tuple[int, int, np.ndarray, np.ndarray] | None:
         """The patch one restored crop makes of `image` (H, W, 3, uint8 or uint16; not
-        changed): (x0, y0, pixels (h, w, 3) of the image's dtype, mask (h, w) bool of the
-        pixels that differ), or None where it changes nothing."""
-        if self.strength <= 0:
+        changed), as blend_patch returns it. parsed: the face's parsing mask (S, S), which
+        narrows the template mask to the face itself; weight: the face's share of the
+        restoration (times the strength; 0 changes nothing)."""
+        strength = self.strength * weight
+        if strength <= 0:
             return None  # nothing of the restored face to show: the frame stays as decoded
-        h, w = image.shape[:2]
-        inv = align.invert(matrix)
-        corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
-                            [self.size, self.size, 1]], np.float64) @ inv.T
-        x0, y0 = np.floor(corners.min(0)).astype(int)
-        x1, y1 = np.ceil(corners.max(0)).astype(int)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 <= x0 or y1 <= y0:
+        place = align.placement(matrix, self.size, image.shape[1], image.shape[0])
+        if place is None:
             return None
-        face = restored.astype(np.float32)
-        if self.cfg.color_match:
-            face = match_color(face, crop)
-        if self.strength < 1.0:
-            face = self.strength * face + (1 - self.strength) * crop.astype(np.float32)
         mask = self.mask if parsed is None else self.mask * parsed
-        # A crop much larger than its place in the frame is first shrunk by area averaging
-        # (a warp alone would alias the model's fine detail into noise).
-        scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
-        side = int(np.ceil(self.size * scale))
-        if side < self.size // 2:
-            face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_AREA)
-            inv = inv @ from_resized(side / self.size)
-        shifted = inv.copy()
-        shifted[:, 2] -= (x0, y0)
-        region = (x1 - x0, y1 - y0)
-        face = align.warp(face, shifted, region, cubic=True, replicate=True)
-        alpha = align.warp(mask, shifted, region)[..., None]
-        inside = alpha[..., 0] > 0
-        if not inside.any():
-            return None
-        roi = image[y0:y1, x0:x1]
-        level = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
-        top = 65535 if image.dtype == np.uint16 else 255
-        blended = alpha * face * level + (1 - alpha) * roi.astype(np.float32)
-        pixels = roi.copy()
-        pixels[inside] = np.clip(np.rint(blended[inside]), 0, top).astype(image.dtype)
-        changed = np.any(pixels != roi, axis=2)
-        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-        if rows.size == 0:
-            return None
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return x0 + int(c0), y0 + int(r0), pixels[r0:r1, c0:c1], changed[r0:r1, c0:c1]
+        face, alpha = face_patch(place, crop, restored, mask, strength, self.cfg.color_match)
+        return blend_patch(image, place.x0, place.y0, face, alpha)

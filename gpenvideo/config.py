@@ -23,7 +23,7 @@ DEINTERLACE_MODES = ("auto", "on", "off")
 CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
           "prores_ks")
 ENCODERS = ("pyav", "ffmpeg")
-DETECTORS = ("yunet", "retinaface")
+DETECTORS = ("auto", "yunet", "retinaface")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MASKS = ("template", "parsing")
 MODELS = ("gpen-bfr-2048", "gpen-bfr-1024", "gpen-bfr-512", "gpen-bfr-256")
@@ -52,7 +52,9 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    backend: str = "yunet"  # yunet (OpenCV, default) or retinaface (needs the retinaface extra)
+    # auto: retinaface on a CUDA device when facexlib and its weights are there, else yunet;
+    # yunet (OpenCV, CPU) or retinaface (needs the retinaface extra)
+    backend: str = "auto"
     # detections scoring lower are dropped; None: the backend's (yunet 0.6, retinaface 0.9)
     score_threshold: float | None = None
     min_face_size: int = 16  # faces whose box is smaller than this (pixels, short side) are dropped
@@ -66,9 +68,17 @@ class DetectConfig:
 @dataclass(frozen=True)
 class TrackConfig:
     min_hits: int = 3  # detections before a track is confirmed (drops one-frame false positives)
+    # a track cut short by the film's end before min_hits is kept with a detection scoring this
+    keep_score: float = 0.8
     max_misses: int = 10  # consecutive frames without a detection before a track ends
     match_threshold: float = 0.3  # minimum association score (box overlap / landmark distance)
-    scene_cut_threshold: float = 0.45  # histogram distance between frames that counts as a cut
+    # content distance (1 - correlation of brightness-normalised 32x32 grey thumbnails) between
+    # frames that counts as a cut; a run of up to 2 frames unlike the shot on both sides is a
+    # glitch, not a cut
+    scene_cut_threshold: float = 0.5
+    # frames over which a face's restoration fades in and out (track ends, long gaps); 0: none
+    ramp_frames: int = 5
+    hold_frames: int = 1  # missed frames within this many of a detection are restored in full
     max_faces: int = 0  # restore at most this many faces per frame (largest first); 0: no limit
     smoothing_window: int = 17  # frames in the centered smoothing window (odd); 1 turns it off
     smoothing_cutoff: float = 0.2  # fraction of the Nyquist frequency kept (0..1]; 1: off
@@ -177,6 +187,8 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError("register.size must be at least 32")
     if not 0.0 <= reg.min_response < reg.full_response <= 1.0:
         raise InputError("register.min_response must be below register.full_response (0..1)")
+    if cfg.track.ramp_frames < 0 or cfg.track.hold_frames < 0:
+        raise InputError("track.ramp_frames and track.hold_frames must be 0 or more")
     return cfg
 
 
@@ -260,8 +272,9 @@ OPTIONS = (
     Option("mask", "composite", "mask", "choice",
            "template: a soft ellipse (default); parsing: the face's own outline from "
            "facexlib's ParseNet, hair and hands left as they were", MASKS),
-    Option("detector", "detect", "backend", "choice", "face detector (default yunet)",
-           DETECTORS, track=True),
+    Option("detector", "detect", "backend", "choice",
+           "face detector (default auto: retinaface on a CUDA device when facexlib and its "
+           "weights are there, else yunet)", DETECTORS, track=True),
     Option("min-face-size", "detect", "min_face_size", "count",
            "ignore faces smaller than this (pixels)", track=True),
     Option("score-threshold", "detect", "score_threshold", "float",

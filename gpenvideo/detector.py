@@ -2,13 +2,18 @@
 Detections (box, 5 landmarks in the package order, score) out, in frame pixel coordinates; and
 DetectStage, the pipeline stage that runs one on every frame.
 
-yunet (default): OpenCV's FaceDetectorYN, CPU, no extra dependency.
+auto (default): retinaface when the model runs on a CUDA device and facexlib and the RetinaFace
+weights are there, else yunet (resolve_backend).
+yunet: OpenCV's FaceDetectorYN, CPU, no extra dependency.
 retinaface: facexlib's RetinaFace (mobilenet0.25 or resnet50), batched on the GPU (or the CPU);
 imported only when chosen, and needs the `retinaface` extra (facexlib; torchvision is not used).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +24,8 @@ import numpy as np
 from .config import DetectConfig
 from .errors import WeightsError
 from .frames import Detection, Frame, to_uint8
+
+log = logging.getLogger(__name__)
 
 
 class Detector(Protocol):
@@ -46,9 +53,13 @@ SCORE_THRESHOLDS = {"yunet": 0.6, "retinaface": 0.9}
 
 
 def score_threshold(cfg: DetectConfig) -> float:
-    """--score-threshold, or the backend's default."""
+    """--score-threshold, or the backend's default. Raises ValueError for backend "auto"
+    (resolve_backend first: the default depends on the backend chosen)."""
     if cfg.score_threshold is not None:
         return cfg.score_threshold
+    if cfg.backend not in SCORE_THRESHOLDS:
+        raise ValueError(f"detector backend {cfg.backend!r} has no score threshold; "
+                         "resolve_backend() it first")
     return SCORE_THRESHOLDS[cfg.backend]
 
 
@@ -70,7 +81,8 @@ class YuNetDetector:
     it already spreads one frame over all cores."""
 
     def __init__(self, model: str | Path, cfg: DetectConfig) -> None:
-        self.cfg = cfg
+        self.cfg = dataclasses.replace(cfg, backend="yunet")  # its own score threshold
+        cfg = self.cfg
         self.batch_size = cfg.batch_size or 1
         # OpenCV 5 warns on stderr, on every run, that its new graph engine ignores the
         # preferred target (the CPU here anyway): keep its log to errors while the net is made
@@ -113,7 +125,7 @@ class RetinaFaceDetector:
     def __init__(self, checkpoint: str | Path, cfg: DetectConfig, device: str) -> None:
         from .models.retinaface import load_retinaface
 
-        self.cfg = cfg
+        self.cfg = dataclasses.replace(cfg, backend="retinaface")  # its own score threshold
         self.batch_size = cfg.batch_size or (8 if str(device).startswith("cuda") else 1)
         self._net = load_retinaface(checkpoint, cfg.retinaface_model, device)
 
@@ -135,16 +147,52 @@ class RetinaFaceDetector:
         return out
 
 
-def weights_name(cfg: DetectConfig) -> str:
-    """The name of the configured detector's model file in the weights list."""
+def _on_cuda(device: str) -> bool:
+    """Whether the device spec (auto, cpu, cuda, cuda:N) names a usable CUDA GPU."""
+    if device == "auto" or device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def resolve_backend(cfg: DetectConfig, weights_dir: str | None, device: str) -> DetectConfig:
+    """`cfg` with backend "auto" replaced by the detector it stands for: retinaface when
+    `device` (the model's: auto, cpu, cuda or cuda:N) is a CUDA GPU, facexlib is installed and
+    the RetinaFace weights are found (weights_dir, then the usual folders); else yunet, which
+    runs on the CPU beside the GPU and needs nothing more. Other backends are returned as they
+    are. On a GPU, RetinaFace runs batched beside GPEN and frees the CPU thread that YuNet
+    would take at 1080p (bench/RESULTS.md)."""
+    if cfg.backend != "auto":
+        return cfg
+    backend = "yunet"
+    if _on_cuda(device) and importlib.util.find_spec("facexlib") is not None:
+        from .models import weights
+
+        try:
+            weights.find(f"retinaface-{cfg.retinaface_model}", weights_dir)
+            backend = "retinaface"
+        except WeightsError:
+            log.info("detector: yunet (the RetinaFace weights are not there for the GPU: "
+                     "`gpenvideo weights fetch retinaface-%s`)", cfg.retinaface_model)
+    return dataclasses.replace(cfg, backend=backend)
+
+
+def weights_name(cfg: DetectConfig, weights_dir: str | None = None,
+                 device: str = "auto") -> str:
+    """The name of the configured detector's model file in the weights list (backend "auto"
+    resolved for `device` and `weights_dir`, as create_detector does)."""
+    cfg = resolve_backend(cfg, weights_dir, device)
     return "yunet" if cfg.backend == "yunet" else f"retinaface-{cfg.retinaface_model}"
 
 
 def create_detector(cfg: DetectConfig, weights_dir: str | None, device: str = "cpu") -> Detector:
-    """The configured detector, its model file found through the weights lookup. device: auto,
-    cpu, cuda or cuda:N, for retinaface (yunet runs on the CPU, and torch is not imported)."""
+    """The configured detector (backend "auto" resolved by resolve_backend), its model file
+    found through the weights lookup. device: auto, cpu, cuda or cuda:N, for retinaface (yunet
+    runs on the CPU, and torch is not imported for it)."""
     from .models import weights
 
+    cfg = resolve_backend(cfg, weights_dir, device)
     path = weights.find(weights_name(cfg), weights_dir)
     if cfg.backend == "yunet":
         return YuNetDetector(path, cfg)

@@ -73,13 +73,21 @@ class TrackedFace:
 
 @dataclass
 class RestoredFace:
-    """A face the restorer produced, on its way to the compositor."""
+    """A face the restorer produced, on its way to the compositor. In a GPU run `crop`,
+    `restored` and `mask` may be torch tensors on the model's device; the restorer then also
+    hands on `patch`, the face already warped into its place in the frame, so the compositor
+    only blends it."""
 
     track_id: int
     matrix: np.ndarray  # (2, 3) float64 frame -> crop similarity
-    crop: np.ndarray  # (S, S, 3) uint8 BGR, the aligned crop as cut from the frame
-    restored: np.ndarray  # (S, S, 3) uint8 BGR, the model's output
-    mask: np.ndarray | None = None  # (S, S) float32 face parsing mask; None: the template's
+    crop: object  # (S, S, 3) uint8 BGR, the aligned crop as cut from the frame
+    restored: object  # (S, S, 3) uint8 BGR, the model's output
+    mask: object | None = None  # (S, S) float32 face parsing mask; None: the template's
+    weight: float = 1.0  # TrackedFace.weight: share of the restoration (0: not pasted)
+    # (x0, y0, face, alpha): the face warped into image[y0:y0+h, x0:x0+w] of the frame as the
+    # compositor receives it (after --upscale): face (h, w, 3) float32 BGR 0-255, alpha (h, w)
+    # float32 0-1; None: the compositor warps `restored` itself
+    patch: tuple[int, int, np.ndarray, np.ndarray] | None = None
 
 
 @dataclass

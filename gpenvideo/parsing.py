@@ -55,10 +55,20 @@ class FaceParser:
         self._face = torch.zeros(19, dtype=torch.bool, device=self.device)
         self._face[list(FACE_CLASSES)] = True
 
+    def __call__(self, crops: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Masks as numpy for numpy crops; for a tensor on a GPU, a tensor left there."""
+        masks = self.masks(crops)
+        if isinstance(crops, torch.Tensor) and crops.device.type != "cpu":
+            return masks
+        return masks.cpu().numpy()
+
     @torch.inference_mode()
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def masks(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, S, S) float32 masks on this parser's device."""
         size = crops.shape[1]
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        if not isinstance(crops, torch.Tensor):
+            crops = torch.from_numpy(np.ascontiguousarray(crops))
+        x = crops.to(self.device)
         x = x.flip(-1).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # BGR -> RGB in [-1, 1]
         if size != PARSE_SIZE:
             x = F.interpolate(x, size=(PARSE_SIZE, PARSE_SIZE), mode="bilinear",
@@ -72,7 +82,7 @@ class FaceParser:
         mask[..., :, -BORDER:] = 0
         if size != PARSE_SIZE:
             mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
-        return mask[:, 0].clamp_(0, 1).cpu().numpy()
+        return mask[:, 0].clamp_(0, 1)
 
     def _blur(self, mask: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur, zero outside the crop."""

@@ -1,11 +1,30 @@
-"""Follows every face through time and smooths its landmarks without lag (numpy/scipy only).
+"""Follows every face through time, smooths its landmarks without lag and says how much of each
+face to restore (numpy/scipy only).
 
 Per frame: detections are matched to live tracks by optimal assignment on a score mixing box
-overlap and landmark distance; a track is confirmed after `min_hits` detections (one-frame false
-positives never show), ends after `max_misses` frames without one, and every track ends at a
-scene cut. Frames missed inside a track are filled in by interpolation. Each track's landmarks
-are smoothed by a centered (zero-phase), motion-adaptive low-pass filter over a window of past
-and future frames, so the tracker holds back `lookahead` frames before it hands a frame on.
+overlap and landmark distance. A track is confirmed after `min_hits` detections, or, cut short by
+the film's end, with one detection scoring `keep_score` (a one-frame false positive never shows; a
+one-frame film's face does). Confirmation is retroactive: a confirmed track covers every frame
+from its first detection on. A track ends after `max_misses` frames without a detection; frames
+missed inside a track are filled in by interpolation, and so are frames whose detection lost the
+face's shape (a hand half over it: SHAPE_TOLERANCE), for up to SET_ASIDE_FRAMES frames.
+
+Scene cuts: frames are compared on brightness-normalised grey thumbnails, so a flash, a fade or an
+exposure jump changes nothing. A run of up to MAX_GLITCH frames unlike the shot on both sides of it
+is a glitch (tape noise, dropout lines, a rolled frame), not a cut: the tracker judges a frame only
+once it has seen MAX_GLITCH frames after it. Detections in a glitch frame continue tracks but start
+none. At a cut every track ends, unless the same face (its brightness-normalised thumbnail) is
+found at nearly the same place within CUT_GRACE frames after it.
+
+Each face carries a weight, the share of the restoration it gets: 1 where the face is seen, and a
+smooth ramp over `ramp_frames` frames down to 0 where a track starts or ends (except at the film's
+ends and at scene cuts, where the picture changes anyway) and deep inside a gap of filled-in
+frames (more than `hold_frames` from a detection), so the restoration fades in and out. A face
+filled in across a glitch frame gets 0 there alone (the broken picture may have moved it).
+
+Each track's landmarks are smoothed by a centered (zero-phase), motion-adaptive low-pass filter
+over a window of past and future frames, so the tracker holds back `lookahead` frames before it
+hands a frame on.
 """
 
 from __future__ import annotations
@@ -21,9 +40,22 @@ from scipy.optimize import linear_sum_assignment
 from .config import TrackConfig
 from .frames import Detection, Frame, TrackedFace
 
-HIST_BINS = 32
-HIST_STEP = 8  # pixel stride when computing the scene-cut histogram
 PREDICT_FRAMES = 5  # latest detections a track's motion is extrapolated from
+THUMB = 32  # side of the grey thumbnail frames are compared on
+FACE_THUMB = 16  # side of the grey thumbnail of a face's box
+THUMB_SHIFT = 2  # thumbnail pixels of shift tried when comparing frames (shake, slow pans)
+BLANK_STD = 1.0  # grey levels (8-bit scale): a flatter thumbnail is blank (black, as in a fade)
+MAX_GLITCH = 2  # a run of up to this many frames unlike the shot on both sides is a glitch
+CUT_GRACE = MAX_GLITCH + 1  # frames after a cut in which a track may find its face again
+CUT_DISTANCE = 0.5  # eye distances from its expected place that a face after a cut may be
+FACE_MATCH = 0.8  # face thumbnail correlation above which a face after a cut is the same face
+TENTATIVE_MISSES = 1  # frames in a row a track not yet confirmed may go without a detection
+SHAPE_TOLERANCE = 0.1  # eye distances: a detection whose 5 points, fitted by a similarity to
+# the track's recent ones, are further off than this is set aside (a half-hidden face) and the
+# frame filled in
+SCALE_TOLERANCE = 1.4  # a detection this much larger or smaller than the track's is set aside
+SET_ASIDE_FRAMES = 3  # frames after its last kept detection in which a track sets detections
+# aside; past them the face has really changed (a fast turn) and its detections are kept again
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,19 +71,92 @@ def eye_distance(landmarks: np.ndarray) -> float:
     return float(max(np.linalg.norm(landmarks[1] - landmarks[0]), 1.0))
 
 
-def histogram(image: np.ndarray) -> np.ndarray:
-    """(3, HIST_BINS) normalized per-channel histogram of a subsampled frame."""
-    small = image[::HIST_STEP, ::HIST_STEP]
-    top = 256 if small.dtype == np.uint8 else 65536
-    hist = np.stack([np.histogram(small[..., c], HIST_BINS, (0, top))[0] for c in range(3)])
-    return hist / max(1, small.shape[0] * small.shape[1])
+def thumbnail(image: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """(size, size) float64 grey thumbnail of an (H, W, 3) uint8 or uint16 picture: the mean of
+    each cell of a size x size grid, on the 8-bit scale. Pictures smaller than the grid repeat
+    pixels. Raises ValueError for an empty picture."""
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError("thumbnail of an empty picture")
+    step = max(1, min(image.shape[:2]) // (4 * size))  # subsample first: ~4 samples per cell
+    grey = image[::step, ::step].astype(np.float64).mean(axis=2)
+    if image.dtype == np.uint16:
+        grey /= 257.0
+    if grey.shape[0] < size or grey.shape[1] < size:  # a tiny crop: repeat its pixels
+        grey = grey.repeat(-(-size // grey.shape[0]), 0).repeat(-(-size // grey.shape[1]), 1)
+    h, w = grey.shape
+    ys, xs = (np.arange(size + 1) * h) // size, (np.arange(size + 1) * w) // size
+    total = np.pad(grey, ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # integral image
+    sums = (total[ys[1:]][:, xs[1:]] - total[ys[:-1]][:, xs[1:]]
+            - total[ys[1:]][:, xs[:-1]] + total[ys[:-1]][:, xs[:-1]])
+    return sums / np.outer(ys[1:] - ys[:-1], xs[1:] - xs[:-1])
 
 
-def is_scene_cut(prev: np.ndarray | None, cur: np.ndarray, threshold: float) -> bool:
-    """True when the histograms differ by more than `threshold` (mean total variation, 0..1)."""
-    if prev is None:
-        return False
-    return float(0.5 * np.abs(prev - cur).sum(axis=1).mean()) > threshold
+def is_blank(thumb: np.ndarray) -> bool:
+    """True for a thumbnail with no content to compare (a black or flat picture)."""
+    return float(thumb.std()) < BLANK_STD
+
+
+def similarity(a: np.ndarray, b: np.ndarray, shift: int = THUMB_SHIFT) -> float:
+    """Brightness-normalised likeness of two (N, N) thumbnails: the best Pearson correlation
+    (-1..1) over shifts of up to `shift` cells, so gain and offset (a flash, a fade, an exposure
+    change) and a little motion do not count. 0 when either is flat."""
+    n = a.shape[0]
+    best = 0.0
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            p = a[max(0, dy):n + min(0, dy), max(0, dx):n + min(0, dx)]
+            q = b[max(0, -dy):n + min(0, -dy), max(0, -dx):n + min(0, -dx)]
+            p, q = p - p.mean(), q - q.mean()
+            norm = np.sqrt((p * p).sum() * (q * q).sum())
+            if norm > 1e-9:
+                best = max(best, float((p * q).sum() / norm))
+    return best
+
+
+def shot_change(shot: np.ndarray | None, thumb: np.ndarray, ahead: list[np.ndarray],
+                threshold: float) -> str:
+    """What a frame is to the shot before it.
+
+    shot: thumbnail of the shot's latest frame (None before the first); thumb: this frame's;
+    ahead: the thumbnails of up to MAX_GLITCH frames after it. Returns "blank" (nothing to
+    compare), "same" (likeness above 1 - threshold), "glitch" (unlike the shot, but a frame
+    after it is like the shot again) or "cut".
+    """
+    if is_blank(thumb):
+        return "blank"
+    if shot is None or 1.0 - similarity(shot, thumb) <= threshold:
+        return "same"
+    if any(not is_blank(t) and 1.0 - similarity(shot, t) <= threshold
+           for t in ahead[:MAX_GLITCH]):
+        return "glitch"
+    return "cut"
+
+
+def face_thumbnail(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """(FACE_THUMB, FACE_THUMB) thumbnail of the part of `image` inside `box` (x1, y1, x2, y2);
+    None when the box lies outside the picture."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (round(float(v)) for v in box[:4])
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    return thumbnail(image[y1:y2, x1:x2], FACE_THUMB)
+
+
+def shape_error(landmarks: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """How unlike `reference` the shape of (5, 2) `landmarks` is: the mean distance left after
+    the best similarity fit (in eye distances of the reference), and the fit's scale."""
+    z = landmarks[:, 0].astype(np.float64) + 1j * landmarks[:, 1]
+    r = reference[:, 0].astype(np.float64) + 1j * reference[:, 1]
+    z, r = z - z.mean(), r - r.mean()
+    a = (np.conj(z) * r).sum() / max(float((np.abs(z) ** 2).sum()), 1e-9)  # scale * rotation
+    return float(np.abs(a * z - r).mean()) / eye_distance(reference), float(abs(a))
+
+
+def ease(x: float) -> float:
+    """Smooth step from 0 (x <= 0) to 1 (x >= 1), flat at both ends (raised cosine)."""
+    x = min(max(x, 0.0), 1.0)
+    return 0.5 - 0.5 * float(np.cos(np.pi * x))
 
 
 KAISER_BETA = 5.0  # window of the low-pass taps: about 1% ripple, no visible ringing
@@ -125,9 +230,15 @@ def _line_fit_end(flat: np.ndarray, half: int) -> np.ndarray:
 class _Track:
     id: int
     first: int  # frame index of the first detection
+    hard_start: bool  # began on the film's first frame or right at a scene cut: no fade-in
     obs: dict[int, Detection] = field(default_factory=dict)  # frame index -> detection
     hits: int = 0
     last: int = 0  # frame index of the last detection
+    best: float = 0.0  # highest detection score
+    face: np.ndarray | None = None  # face thumbnail at the last detection (see face_thumbnail)
+    cut_at: int | None = None  # first frame after a scene cut the track has not got over yet
+    shape_from: int = 0  # detections from this frame on give the face's shape (see keeps)
+    hard_end: bool = False  # ended by a scene cut right after its last detection: no fade-out
     confirmed: bool = False
     ended: bool = False
 
@@ -146,6 +257,31 @@ class _Track:
         at = intercept + slope * (frame - t[-1])
         return at[:4], at[4:].reshape(5, 2)
 
+    def recent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Box and landmarks of the last PREDICT_FRAMES detections, their median (robust to a
+        detection or two thrown off by a hand passing in front)."""
+        recent = sorted(self.obs)[-PREDICT_FRAMES:]
+        box = np.median(np.stack([self.obs[i].box for i in recent]), axis=0)
+        return box, np.median(np.stack([self.obs[i].landmarks for i in recent]), axis=0)
+
+    def expected(self, frame: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Where the face may be at `frame`: moving on as it did, or where it has lately been."""
+        return [self.predict(frame), self.recent()]
+
+    def keeps(self, frame: int, det: Detection) -> bool:
+        """Whether `det`, at `frame`, is to be kept: it has the face's recent shape and size
+        (see SHAPE_TOLERANCE), or the track has set detections aside for long enough, and then
+        the face's shape is taken afresh from this detection on."""
+        if frame - self.last > SET_ASIDE_FRAMES:
+            self.shape_from = frame
+            return True
+        shaped = [i for i in sorted(self.obs) if i >= self.shape_from][-PREDICT_FRAMES:]
+        if len(shaped) < 3:
+            return True
+        reference = np.median(np.stack([self.obs[i].landmarks for i in shaped]), axis=0)
+        error, scale = shape_error(det.landmarks, reference)
+        return error <= SHAPE_TOLERANCE and 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE
+
 
 class Tracker:
     """The tracking stage: takes frames in order with their detections and hands them on
@@ -156,13 +292,22 @@ class Tracker:
     def __init__(self, cfg: TrackConfig | None = None) -> None:
         self.cfg = cfg or TrackConfig()
         half = self.cfg.smoothing_window // 2
-        self.lookahead = max(self.cfg.max_misses, self.cfg.min_hits) + half + 1
+        # frames seen past a frame before its faces are final: its track's future must be
+        # known over the smoothing window or the ramp, plus a gap, a cut's grace period or the
+        # hits that confirm a new track
+        settle = max(self.cfg.max_misses, CUT_GRACE, self.cfg.min_hits * (1 + TENTATIVE_MISSES))
+        reach = settle + max(half, self.cfg.ramp_frames) + 1
+        self.lookahead = reach + MAX_GLITCH  # a frame is judged MAX_GLITCH frames late
         self.context = self.lookahead  # frames before and after a frame that shape its faces
         self._ids = itertools.count(1)
         self._live: list[_Track] = []
         self._all: list[_Track] = []
-        self._buffer: deque[Frame] = deque()
-        self._prev_hist: np.ndarray | None = None
+        self._buffer: deque[Frame] = deque()  # frames not handed on yet
+        self._unjudged: deque[tuple[Frame, np.ndarray]] = deque()  # frames not observed yet
+        self._shot: np.ndarray | None = None  # thumbnail of the current shot's latest frame
+        self._glitches: set[int] = set()  # indices of glitch frames still in reach
+        self._start: int | None = None  # index of the first frame seen
+        self._end: int | None = None  # index of the last frame, once flush() knows it
         self.tracks_confirmed = 0
         self.faces_tracked = 0
 
@@ -173,47 +318,91 @@ class Tracker:
         dist = np.linalg.norm(lms - det.landmarks, axis=1).mean() / eye_distance(lms)
         return 0.5 * iou(box, det.box) + 0.5 * max(0.0, 1.0 - dist)
 
-    def observe(self, index: int, detections: list[Detection], image: np.ndarray) -> bool:
-        """Associate one frame's detections. Returns True when a scene cut ended all tracks."""
+    def observe(self, index: int, detections: list[Detection], image: np.ndarray,
+                change: str = "same") -> bool:
+        """Associate one frame's detections; `change` is what the frame is to the shot before
+        it (see shot_change). Returns True when a scene cut came before this frame."""
         cfg = self.cfg
-        hist = histogram(image)
-        cut = is_scene_cut(self._prev_hist, hist, cfg.scene_cut_threshold)
-        self._prev_hist = hist
+        if self._start is None:
+            self._start = index
+        cut = change == "cut"
         if cut:
             for track in self._live:
-                track.ended = True
-            self._live = []
-        live = self._live
-        matched: set[int] = set()
-        if live and detections:
-            expected = [t.predict(index) for t in live]
-            sim = np.array([[self._similarity(box, lms, d) for d in detections]
-                            for box, lms in expected])
+                if track.cut_at is None:
+                    track.cut_at = index
+        free = list(range(len(detections)))
+        free = self._continue_after_cut(index, detections, image, free)
+        live = [t for t in self._live if t.cut_at is None]
+        if live and free:
+            sim = np.array([[max(self._similarity(box, lms, detections[c])
+                                 for box, lms in t.expected(index)) for c in free]
+                            for t in live])
             rows, cols = linear_sum_assignment(-sim)
+            taken = set()
             for r, c in zip(rows, cols):
                 if sim[r, c] >= cfg.match_threshold:
-                    self._add(live[r], index, detections[c])
-                    matched.add(c)
-        for c, det in enumerate(detections):
-            if c not in matched:
-                track = _Track(id=next(self._ids), first=index)
-                self._add(track, index, det)
+                    taken.add(free[c])  # this face's, even when set aside as misshapen
+                    if live[r].keeps(index, detections[free[c]]):
+                        self._add(live[r], index, detections[free[c]], image)
+            free = [c for c in free if c not in taken]
+        if change != "glitch":  # a face seen only in a glitch frame is noise
+            for c in free:
+                track = _Track(id=next(self._ids), first=index,
+                               hard_start=cut or index == self._start)
+                self._add(track, index, detections[c], image)
                 self._live.append(track)
                 self._all.append(track)
         for track in self._live:
             misses = index - track.last
-            if misses > cfg.max_misses or (not track.confirmed and misses > 0):
-                track.ended = True  # a tentative track must be seen in consecutive frames
+            if track.cut_at is not None and index + 1 - track.cut_at >= CUT_GRACE:
+                track.ended = True  # its face was not found again after the cut
+                track.hard_end = track.last == track.cut_at - 1
+            if misses > cfg.max_misses or (not track.confirmed and misses > TENTATIVE_MISSES):
+                track.ended = True
         self._live = [t for t in self._live if not t.ended]
         return cut
 
-    def _add(self, track: _Track, index: int, det: Detection) -> None:
+    def _continue_after_cut(self, index: int, detections: list[Detection], image: np.ndarray,
+                            free: list[int]) -> list[int]:
+        """Continue the tracks waiting after a scene cut whose face is found again at nearly
+        the same place; return the detections left over."""
+        waiting = [t for t in self._live if t.cut_at is not None]
+        if not waiting or not free:
+            return free
+        cost = np.full((len(waiting), len(free)), np.inf)
+        for r, track in enumerate(waiting):
+            for k, c in enumerate(free):
+                det = detections[c]
+                dist = min(np.linalg.norm(lms - det.landmarks, axis=1).mean() / eye_distance(lms)
+                           for _, lms in track.expected(index))
+                if dist > CUT_DISTANCE or track.face is None:
+                    continue
+                face = face_thumbnail(image, det.box)
+                if face is not None and similarity(track.face, face, 1) >= FACE_MATCH:
+                    cost[r, k] = dist
+        if not np.isfinite(cost).any():
+            return free
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+        taken = set()
+        for r, k in zip(rows, cols):
+            if np.isfinite(cost[r, k]):
+                waiting[r].cut_at = None
+                self._add(waiting[r], index, detections[free[k]], image)
+                taken.add(free[k])
+        return [c for c in free if c not in taken]
+
+    def _add(self, track: _Track, index: int, det: Detection, image: np.ndarray) -> None:
         track.obs[index] = det
         track.last = index
         track.hits += 1
+        track.best = max(track.best, float(det.score))
+        track.face = face_thumbnail(image, det.box)
         if not track.confirmed and track.hits >= self.cfg.min_hits:
-            track.confirmed = True
-            self.tracks_confirmed += 1
+            self._confirm(track)
+
+    def _confirm(self, track: _Track) -> None:
+        track.confirmed = True
+        self.tracks_confirmed += 1
 
     # -- output --------------------------------------------------------------------------
     def _faces_at(self, index: int) -> list[TrackedFace]:
@@ -231,11 +420,40 @@ class Tracker:
             faces.append(TrackedFace(
                 track_id=track.id, box=at.box.astype(np.float32),
                 raw=None if det is None else det.landmarks.astype(np.float32),
-                smoothed=smoothed[index - lo].astype(np.float32), score=at.score))
+                smoothed=smoothed[index - lo].astype(np.float32), score=at.score,
+                weight=self._weight(track, index)))
         if self.cfg.max_faces:
-            faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            # the largest faces that are restored at all (weight above 0) first
+            faces.sort(key=lambda f: (f.weight <= 0,
+                                      -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))))
             faces = faces[: self.cfg.max_faces]
         return faces
+
+    def _weight(self, track: _Track, index: int) -> float:
+        """The share of the restoration the track's face gets at `index`: a raised-cosine
+        ramp of the distance (in frames) to the nearest frame where the face is not shown."""
+        if index in self._glitches and index not in track.obs:
+            return 0.0  # filled in across a broken picture (a rolled frame): the face may lie
+            # anywhere in it, and the glitch hides a one-frame gap in the restoration
+        ramp = self.cfg.ramp_frames
+        for d in range(ramp + 1):
+            if not (self._shown(track, index - d) and self._shown(track, index + d)):
+                return ease(d / (ramp + 1))
+        return 1.0
+
+    def _shown(self, track: _Track, index: int) -> bool:
+        """Whether the track's face counts as shown at `index` for the ramp: detected, filled
+        in within `hold_frames` of a detection, or past a track's end where the picture
+        changes anyway (the film's ends, a scene cut)."""
+        if index < track.first:
+            return track.hard_start
+        if index > track.last:
+            return track.hard_end or track.last == self._end
+        if index in track.obs:
+            return True
+        before = max(i for i in track.obs if i < index)
+        after = min(i for i in track.obs if i > index)
+        return min(index - before, after - index) <= self.cfg.hold_frames
 
     @staticmethod
     def _at(track: _Track, index: int) -> Detection:
@@ -255,25 +473,50 @@ class Tracker:
         frame.faces = self._faces_at(frame.index)
         self.faces_tracked += len(frame.faces)
         # forget what no later frame can need
-        horizon = frame.index - self.cfg.smoothing_window // 2 - self.cfg.max_misses - 2
+        reach = max(self.cfg.smoothing_window // 2, self.cfg.ramp_frames)
+        horizon = frame.index - reach - self.cfg.max_misses - 2
         self._all = [t for t in self._all if t.last >= horizon and (t.confirmed or not t.ended)]
+        self._glitches = {i for i in self._glitches if i >= horizon}
         for track in self._all:
             for i in [i for i in track.obs if i < horizon]:
                 if len(track.obs) > 2 and i != track.first:
                     del track.obs[i]
         return frame
 
+    def _judge(self) -> None:
+        """Observe the oldest frame not yet observed, judged against the shot before it and
+        the frames after it that have arrived."""
+        frame, thumb = self._unjudged.popleft()
+        change = shot_change(self._shot, thumb, [t for _, t in self._unjudged],
+                             self.cfg.scene_cut_threshold)
+        if change in ("same", "cut"):
+            self._shot = thumb
+        elif change == "glitch":
+            self._glitches.add(frame.index)
+        frame.scene_cut = self.observe(frame.index, frame.detections, frame.image, change)
+
     def process(self, frame: Frame) -> Iterable[Frame]:
         """Take one frame with `frame.detections` set and return the frames that are now final
         (those `lookahead` frames back), with `faces` filled in."""
-        frame.scene_cut = self.observe(frame.index, frame.detections, frame.image)
+        self._unjudged.append((frame, thumbnail(frame.image)))
         self._buffer.append(frame)
+        while len(self._unjudged) > MAX_GLITCH:
+            self._judge()
         out = []
         while len(self._buffer) > self.lookahead:
             out.append(self._release(self._buffer.popleft()))
         return out
 
     def flush(self) -> Iterable[Frame]:
+        """Hand on the frames held back: the film (or segment) has ended. A live track too
+        short to be confirmed is kept when it has a detection scoring `keep_score`."""
+        while self._unjudged:
+            self._judge()
+        if self._buffer:
+            self._end = self._buffer[-1].index
+        for track in self._live:
+            if not track.confirmed and track.best >= self.cfg.keep_score:
+                self._confirm(track)
         out = [self._release(f) for f in self._buffer]
         self._buffer.clear()
         return out

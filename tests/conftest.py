@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# $GPENVIDEO_SHARED (bench/gpu_check.py sets it on a GPU machine that got ./shared), else ../shared
+SHARED = Path(os.environ.get("GPENVIDEO_SHARED") or ROOT.parent / "shared")
 sys.path.insert(0, str(Path(__file__).parent))
 
 

@@ -163,3 +163,118 @@ def test_strength_0_leaves_the_frame_as_decoded():
     comp.paste(frame, align.face_transform(pts, 64), image[:64, :64],
                np.zeros((64, 64, 3), np.uint8))
     assert np.array_equal(frame.image, image) and frame.changed == []
+
+
+
+def frames_through(warp_device, composite: CompositeConfig, parse_fn=None, strength=0.8,
+                   size=256):
+    """The first FRAMES frames of a real clip after the restore stages, with the face path run
+    by OpenCV (warp_device None) or by torch on `warp_device`, and a restorer that tints and
+    sharpens (so colour match, strength and warp all show)."""
+    import torch
+
+    def restore(crops):
+        x = crops.cpu().numpy() if isinstance(crops, torch.Tensor) else crops
+        out = np.clip(1.5 * x.astype(np.float32) - 40 + [30, 0, -20], 0, 255).astype(np.uint8)
+        return out if warp_device is None else torch.from_numpy(out).to(warp_device)
+
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    det = YuNetDetector(shared_file("weights", "face_detection_yunet_2026may.onnx"),
+                        DetectConfig())
+    chain = [Tracker(TrackConfig()),
+             RestoreStage(restore, size, 4, warp_device, parse_fn, composite, strength),
+             Compositor(composite, size, strength)]
+
+    def detected(dec):
+        for frame in dec.frames():
+            if frame.index >= FRAMES:
+                break
+            frame.detections = det.detect([frame.image])[0]
+            yield frame
+
+    with Decoder(clip) as dec:
+        return list(run_chain(detected(dec), chain))
+
+
+def assert_same_pixels(a: list, b: list):
+    assert len(a) == len(b) == FRAMES
+    for fa, fb in zip(a, b):
+        diff = np.abs(fa.image.astype(int) - fb.image)
+        assert diff.mean() < 0.05 and np.percentile(diff[diff > 0], 99) <= 2
+        changed = np.zeros(fa.image.shape[:2], bool)
+        for x0, y0, region in fb.changed:  # the torch path reports what it changed too
+            changed[y0:y0 + region.shape[0], x0:x0 + region.shape[1]] |= region
+        assert changed.sum() > 10000
+
+
+@pytest.mark.parametrize("composite,parse", [
+    (CompositeConfig(), False), (CompositeConfig(upscale=2, color_match=False), False),
+    (CompositeConfig(), True)])
+def test_the_torch_face_path_gives_the_pixels_of_the_opencv_path(composite, parse):
+    import torch
+
+    parse_fn = parsed_masks if parse else None
+    assert_same_pixels(frames_through(None, composite, parse_fn),
+                       frames_through(torch.device("cpu"), composite, parse_fn))
+
+
+@pytest.mark.gpu
+def test_the_cuda_face_path_gives_the_pixels_of_the_opencv_path():
+    import torch
+
+    def parse_on_gpu(crops):
+        return torch.from_numpy(parsed_masks(crops.cpu().numpy())).cuda()
+
+    for composite, parse_fn in ((CompositeConfig(), None), (CompositeConfig(), parse_on_gpu)):
+        assert_same_pixels(frames_through(None, composite, parsed_masks if parse_fn else None),
+                           frames_through(torch.device("cuda"), composite, parse_fn))
+
+
+def face_frame(weight=1.0, matrix=None):
+    """A 160x160 grey ramp with one tracked face (landmarks of a 40-px face)."""
+    from gpenvideo.frames import Frame, TrackedFace
+
+    ramp = np.add.outer(np.arange(160), np.arange(160)) * 0.5 + 20  # smooth: no detail lost
+    image = np.repeat(ramp[..., None], 3, 2).astype(np.uint8)
+    pts = np.array([[60, 60], [100, 60], [80, 80], [64, 100], [96, 100]], np.float32)
+    face = TrackedFace(1, np.array([40, 40, 120, 120], np.float32), pts, pts, 0.9,
+                       weight=weight, matrix=matrix)
+    return Frame(0, 0, 1, image, faces=[face])
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_a_face_of_weight_0_is_not_pasted_and_half_weight_halves_the_change(device):
+    import torch
+
+    warp_device = None if device is None else torch.device(device)
+    changes = []
+    for weight in (0.0, 0.5, 1.0):
+        frame = face_frame(weight)
+        before = frame.image.copy()
+        stage = RestoreStage(lambda c: 255 - np.asarray(c), 64, 4, warp_device, None,
+                             CompositeConfig(color_match=False), 1.0)
+        comp = Compositor(CompositeConfig(color_match=False), 64, 1.0)
+        (out,) = comp.process(_run(stage, frame))
+        changes.append(np.abs(out.image.astype(int) - before).sum())
+        if weight == 0:
+            assert np.array_equal(out.image, before) and out.changed == []
+    assert 0.4 < changes[1] / changes[2] < 0.6
+
+
+def _run(stage, frame):
+    stage.process(frame)
+    (done,) = stage.flush()
+    return done
+
+
+def test_the_registered_matrix_is_used_when_set():
+    pts = face_frame().faces[0].smoothed
+    shifted = align.face_transform(pts + 6, 512)  # registration moved the face 6 px
+    seen = []
+    stage = RestoreStage(lambda c: seen.append(np.asarray(c)) or 255 - seen[-1], 64, 4)
+    _run(stage, face_frame(matrix=shifted))
+    _run(stage, face_frame())
+    frame = face_frame().image
+    assert np.array_equal(seen[0][0], align.warp(frame, shifted * (64 / 512), 64, cubic=True,
+                                                 replicate=True))
+    assert not np.array_equal(seen[0], seen[1])

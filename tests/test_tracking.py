@@ -96,12 +96,20 @@ def test_one_frame_false_positive_makes_no_track():
     assert all(len(f.faces) == 1 for f in out) and tracker.tracks_confirmed == 1
 
 
+def texture(seed: int) -> np.ndarray:
+    """(120, 400, 3) uint8 picture of 8-px blocks of random grey: a shot's content."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (15, 50, 1), np.uint8).repeat(8, 0).repeat(8, 1).repeat(3, 2)
+
+
 def test_scene_cut_ends_tracks():
+    # two different pictures joined; a change of brightness alone is no longer a cut (issue 14)
     frames = [[det((0, 0))] for _ in range(30)]
-    out = run(Tracker(TrackConfig()), frames,
-              image=lambda i: np.full((120, 400, 3), 30 if i < 15 else 220, np.uint8))
-    assert out[15].scene_cut
+    out = run(Tracker(TrackConfig()), frames, image=lambda i: texture(1 if i < 15 else 2))
+    assert [f.index for f in out if f.scene_cut] == [15]
     assert out[0].faces[0].track_id != out[29].faces[0].track_id
+    # no fade at a cut: the picture changes there anyway
+    assert out[14].faces[0].weight == out[15].faces[0].weight == 1.0
 
 
 def test_template_reproduces_the_reference_numbers():
@@ -342,6 +350,8 @@ def test_lookahead_is_enough_frames_to_give_the_final_answer():
     for g, r in zip(got, ref):
         assert len(g.faces) == len(r.faces) == 1
         np.testing.assert_allclose(g.faces[0].smoothed, r.faces[0].smoothed, atol=1e-4)
+        assert g.faces[0].weight == r.faces[0].weight  # the fade, too, is final when handed on
+    assert min(f.faces[0].weight for f in got) == 0.0  # (the 3-frame gap fades out)
 
 
 def test_a_gap_in_a_noisy_moving_track_is_filled_with_one_id():
@@ -425,3 +435,31 @@ def test_retinaface_default_threshold_keeps_the_sample_clips_face_and_drops_her_
     # and GPEN would paint a face on it
     loose = track_video(sample, config=cfg, score_threshold=0.6)
     assert len({x["track"] for f in loose["frames"] for x in f["faces"]}) == 2
+
+
+def test_auto_detector_is_retinaface_on_a_gpu_with_its_weights_else_yunet(tmp_path, monkeypatch):
+    from gpenvideo import detector
+    from gpenvideo.config import DetectConfig
+    from gpenvideo.detector import resolve_backend, score_threshold, weights_name
+
+    auto = DetectConfig()
+    assert auto.backend == "auto"
+    assert resolve_backend(auto, None, "cpu").backend == "yunet"  # no GPU: YuNet on the CPU
+    assert resolve_backend(DetectConfig(backend="retinaface"), None, "cpu").backend == \
+        "retinaface"
+    monkeypatch.setattr(detector, "_on_cuda", lambda device: device.startswith("cuda"))
+    monkeypatch.setenv("GPENVIDEO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_backend(auto, str(empty), "cuda").backend == "yunet"  # its weights missing
+    if importlib.util.find_spec("facexlib") is None:
+        return
+    retina = shared_file("weights", "detection_mobilenet0.25_Final.pth")
+    gpu = resolve_backend(auto, str(retina.parent), "cuda")
+    assert gpu.backend == "retinaface" and score_threshold(gpu) == 0.9
+    assert weights_name(auto, str(retina.parent), "cuda") == "retinaface-mobilenet0.25"
+    assert weights_name(auto, str(retina.parent), "cpu") == "yunet"
+    with pytest.raises(ValueError, match="resolve_backend"):
+        score_threshold(auto)

@@ -126,6 +126,12 @@ class GPENRunner:
         """crops: (N, S, S, 3) uint8 BGR (numpy or tensor). Returns (N, S, S, 3) uint8 BGR."""
         return to_bgr_uint8(self.run_tensor(from_bgr_uint8(crops, self.device)))
 
+    def restore_on_device(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """As `restore`, the result left on this runner's device: (N, S, S, 3) uint8 tensor."""
+        x = self.run_tensor(from_bgr_uint8(crops, self.device))
+        return ((x + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).flip(1) \
+            .permute(0, 2, 3, 1).contiguous()
+
 
 def from_bgr_uint8(crops: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """(N, S, S, 3) uint8 BGR -> (N, 3, S, S) float32 RGB in [-1, 1] on `device`."""
