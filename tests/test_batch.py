@@ -238,7 +238,7 @@ def test_the_ray_path_writes_the_same_film_as_the_local_path(tmp_path):
 
 def test_the_settings_digest_follows_every_model_file_that_shapes_the_output(tmp_path):
     # a finished output is redone when a model file in use is replaced, and only then
-    from gpenvideo import manifest
+    from gpenvideo import api
 
     folder = tmp_path / "w"
     folder.mkdir()
@@ -250,7 +250,7 @@ def test_the_settings_digest_follows_every_model_file_that_shapes_the_output(tmp
     parsing = template.replace("composite", mask="parsing")
 
     def digests():
-        return [manifest.settings_digest(c, batch._model_files(c)) for c in (template, parsing)]
+        return [api.settings_digest(c) for c in (template, parsing)]
 
     first = digests()
     assert first[0] != first[1]
