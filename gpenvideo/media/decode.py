@@ -148,7 +148,6 @@ class Decoder:
         # audio and subtitle packets demuxed and not yet taken by an Encoder (media-internal)
         self._copied: collections.deque[av.Packet] = collections.deque()
         self.notes: list[str] = []  # what the run should repeat at the end (a cut-off file)
-        self.truncated = False  # the video ends early or inside a packet: the file is cut off
         self._packets = 0  # video packets demuxed
         self._last_damaged = -1  # number of the last packet that was cut short or failed
         check_input_path(self.path)
@@ -367,7 +366,6 @@ class Decoder:
             self._truncated("the file ends inside a video packet")
 
     def _truncated(self, why: str) -> None:
-        self.truncated = True
         note = (f"{self.path.name}: {why}: it looks cut off (an incomplete copy or download); "
                 "the frames that are there were restored and written")
         self.notes.append(note)
