@@ -120,10 +120,13 @@ def to_device(array: np.ndarray, device):
     copy is queued on the current stream, so work queued after it sees the data)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(array))
+    # copied, not wrapped: a Frame's picture is read-only (torch.from_numpy warns on those)
+    dtype = torch.from_numpy(np.zeros(0, array.dtype)).dtype
     if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+        return torch.tensor(array, dtype=dtype, device=device)
+    pinned = torch.empty(array.shape, dtype=dtype, pin_memory=True)
+    pinned.numpy()[...] = array
+    return pinned.to(device, non_blocking=True)
 
 
 class FacePath:
