@@ -57,8 +57,8 @@ def random_gpen256(path: Path) -> None:
 
 
 def calibrate(weights: Path) -> float:
-    """ms per face of GPEN-256 at batch 1 now (after a warm-up): how loaded the machine is,
-    against the 97.7 ms bench/gpen.py measured on it alone."""
+    """ms per face of GPEN-256 at batch 1 now (after a warm-up): how loaded the machine is
+    (bench/gpen.py measured 97.7 ms with 2 threads on this machine alone)."""
     from gpenvideo.models import weights as lookup
     from gpenvideo.models.runner import GPENRunner
 
@@ -69,9 +69,6 @@ def calibrate(weights: Path) -> float:
     for _ in range(5):
         runner.restore(crop)
     return (time.perf_counter() - start) / 5 * 1000
-
-
-ALONE_MS = 97.7  # GPEN-256, batch 1, this machine with nothing else running (bench/RESULTS.md)
 
 
 def tiny(path: Path) -> None:
@@ -108,16 +105,14 @@ def main() -> None:
         faces = sum(len(m.faces) for m in result.moments)
         rows.append((name, result, faces))
     after = calibrate(models["gpen-256 (random weights)"])
-    load = (before + after) / 2 / ALONE_MS
-    print(f"GPEN-256 in this run: {before:.0f} and {after:.0f} ms/face (before, after) against "
-          f"{ALONE_MS} ms alone: the machine ran {load:.1f}x slower than alone")
-    print("| model | sheet, s (model load included) | the same / slow-down | windows | "
-          "frames decoded | faces | estimate of a full restore |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"GPEN-256 alone in this run: {before:.0f} and {after:.0f} ms/face (before and after "
+          "the previews)")
+    print("| model | sheet, s (model load included) | windows | frames decoded | faces | "
+          "estimate of a full restore |")
+    print("|---|---|---|---|---|---|")
     for name, result, faces in rows:
-        print(f"| {name} | {result.seconds:.1f} | {result.seconds / load:.1f} | "
-              f"{result.windows} | {result.decoded} | {faces} | "
-              f"{result.estimate / 60:.0f} min ({result.estimate / 60 / load:.0f}) |")
+        print(f"| {name} | {result.seconds:.1f} | {result.windows} | {result.decoded} | "
+              f"{faces} | {result.estimate / 60:.0f} min |")
 
 
 if __name__ == "__main__":
