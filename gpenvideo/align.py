@@ -56,19 +56,23 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int] | int,
-         border_value: float = 0.0, cubic: bool = False) -> np.ndarray:
-    """Warp of `image` by `m` into an output of `size` (w, h), black border; bilinear (the
-    official crop), or bicubic (sharper paste-back: the round trip keeps > 45 dB)."""
+         border_value: float = 0.0, cubic: bool = False, replicate: bool = False
+         ) -> np.ndarray:
+    """Warp of `image` by `m` into an output of `size` (w, h); bilinear (the official crop), or
+    bicubic (sharper paste-back: the round trip keeps > 45 dB). Outside `image`: border_value,
+    or with `replicate` its nearest edge pixel (no black seeps into pixels near the edge)."""
     w, h = (size, size) if isinstance(size, int) else size
     flags = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image, np.asarray(m, np.float64), (w, h), flags=flags,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+                          borderMode=border, borderValue=border_value)
 
 
-def warp_torch(images, matrices, size: int, cubic: bool = False):
+def warp_torch(images, matrices, size: int, cubic: bool = False, replicate: bool = False):
     """GPU warp that matches `warp`: images (N, C, H, W) float tensor (N = 1 serves every
     matrix), matrices (N, 2, 3) frame->crop (numpy or tensor); bilinear, or bicubic like
-    `warp(..., cubic=True)`. Returns (N, C, size, size) float tensor."""
+    `warp(..., cubic=True)`; zeros outside, or the nearest edge pixel with `replicate`.
+    Returns (N, C, size, size) float tensor."""
     import torch
     import torch.nn.functional as F
 
@@ -87,4 +91,4 @@ def warp_torch(images, matrices, size: int, cubic: bool = False):
     gy = src[..., 1] * (2.0 / (h - 1)) - 1.0
     norm = torch.stack([gx, gy], -1).reshape(n, size, size, 2).to(images.dtype)
     return F.grid_sample(images, norm, mode="bicubic" if cubic else "bilinear",
-                         padding_mode="zeros", align_corners=True)
+                         padding_mode="border" if replicate else "zeros", align_corners=True)

@@ -11,15 +11,15 @@ import csv
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import manifest, pipeline
+from . import manifest, pipeline, segments
 from .config import RestoreConfig, validate
-from .encoder import default_output_suffix
 from .errors import Cancelled, GpenVideoError, InputError, OutputError
 from .quality import format_track_table
 
@@ -50,18 +50,24 @@ class Outcome:
     faces: int = 0
     tracks: int = 0
     warnings: list[str] = field(default_factory=list)
+    encoder: str = ""  # the video encoder used
     seconds: float = 0.0  # time spent
     fps: float = 0.0
-    error: str = ""
+    error: str = ""  # why it failed, one line
     exit_code: int = 0
     per_track: list[dict] = field(default_factory=list)  # quality.TRACK_FIELDS, one per track
+    traceback: str = ""  # of the failure, with --debug
 
 
-def collect(inputs: list[Path], output: Path | None) -> list[Job]:
+def collect(inputs: list[Path], output: str | Path | None) -> list[Job]:
     """The files to restore and where each goes. Folders are searched recursively for video
     extensions (hidden entries, the output folder and files that are our own outputs are left
     out); a .txt/.lst file lists one path per line (# comments; relative to the list's folder).
+    `output` names a folder when pipeline.is_folder_name says so (`out/`, `restored`); pass the
+    user's text as it was typed, since a Path drops the trailing slash.
     Raises InputError for an input that does not exist or a folder with no video."""
+    folder = output is not None and pipeline.is_folder_name(output)
+    output = Path(output) if output is not None else None
     many = len(inputs) > 1 or any(p.is_dir() or _is_list(p) for p in inputs)
     if many and output is not None and output.exists() and not output.is_dir():
         raise InputError(f"{output}: is a file, but several inputs need an output folder; "
@@ -80,7 +86,7 @@ def collect(inputs: list[Path], output: Path | None) -> list[Job]:
                 dest = output / path.parent.relative_to(item) if output is not None else None
                 jobs.append(Job(path, dest, dest is not None))
         else:
-            into = output is not None and (many or output.is_dir())
+            into = output is not None and (many or folder)
             jobs.append(Job(item, output, into))
     seen: set[Path] = set()
     unique = []
@@ -120,12 +126,13 @@ def _videos_in(folder: Path, output: Path | None) -> list[Path]:
     return found
 
 
-def target_for(job: Job) -> Path:
-    """The output file of a job (the folder in job.output is created when missing)."""
-    name = f"{job.source.stem}_restored{default_output_suffix(job.source)}"
-    if job.output is None:
-        return job.source.with_name(name)
-    return job.output / name if job.into else job.output
+def target_for(job: Job) -> tuple[Path, list[str]]:
+    """The output file of a job and the notes to tell the user about its name (an old
+    container's input gets an .mkv output: pipeline.output_name, as for a single run). The
+    folder in job.output is created when missing, by the caller."""
+    if job.output is not None and not job.into:
+        return job.output, []
+    return pipeline.output_name(job.source, job.output)
 
 
 Runner = Callable[[Path, Path, RestoreConfig, str, bool], pipeline.RunSummary]
@@ -135,10 +142,13 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
               overwrite: bool = False, progress: pipeline.ProgressCallback | None = None,
               on_start: Callable[[int, int, Path], None] | None = None,
               on_done: Callable[[Outcome], None] | None = None,
-              ray_address: str | None = None) -> list[Outcome]:
-    """Restore every job in turn. A file that fails is reported (Outcome.status "failed") and
-    the batch goes on; Ctrl-C stops it (Cancelled is raised after the outcomes so far are
-    handed to on_done). With a single job its error is raised as is.
+              ray_address: str | None = None, debug: bool = False) -> list[Outcome]:
+    """Restore every job in turn. A file that fails, whatever the error, is reported
+    (Outcome.status "failed" with the one-line cause, logged as an error) and the batch goes
+    on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it. With a single job its outcome is handed
+    to on_done and then its error raised: a GpenVideoError (a filesystem failure becomes an
+    OutputError naming the user's file or folder), or the unexpected exception as it was.
+    debug: keep each failure's traceback in Outcome.traceback and in the log.
     ray_address: render segments on a Ray cluster (distributed.RayExecutor; "" starts a local
     one); None renders here."""
     cfg = validate(cfg)
@@ -152,11 +162,20 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
         for number, job in enumerate(jobs, 1):
             if on_start:
                 on_start(number, len(jobs), job.source)
-            outcome = _run_job(job, cfg, identity, overwrite, settings, stages, progress,
-                               single=len(jobs) == 1)
+            outcome, error = _run_job(job, cfg, identity, overwrite, settings, stages,
+                                      progress, debug)
             outcomes.append(outcome)
             if on_done:
                 on_done(outcome)
+            if error is not None:
+                if len(jobs) == 1:
+                    raise error
+                if debug:
+                    log.error("%s\n%s", outcome.error, outcome.traceback.rstrip())
+                elif outcome.exit_code == 1:
+                    log.error("%s (run again with --debug for the traceback)", outcome.error)
+                else:
+                    log.error("%s", outcome.error)
     finally:
         if "executor" in stages:
             stages["executor"].close()
@@ -164,14 +183,21 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
 
 
 def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, settings: str,
-             stages: dict, progress: pipeline.ProgressCallback | None, single: bool) -> Outcome:
+             stages: dict, progress: pipeline.ProgressCallback | None,
+             debug: bool) -> tuple[Outcome, Exception | None]:
+    """Restore one job. Returns its outcome and, when it failed, the error to report (see
+    _user_error); Cancelled and KeyboardInterrupt propagate. A failed job leaves nothing behind:
+    no output, temporary file, lock, manifest, work folder without a finished segment, nor an
+    output folder this job created."""
     outcome = Outcome(input=str(job.source), status="failed")
     started = time.monotonic()
+    target: Path | None = None
+    created: list[Path] = []
     try:
-        target = target_for(job)
+        target, notes = target_for(job)
         outcome.output = str(target)
         if job.into:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created = _make_folders(target.parent)
         if not target.parent.is_dir():
             raise OutputError(f"{target}: the folder {target.parent} does not exist; "
                               "create it first")
@@ -180,29 +206,85 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
             outcome.status = "busy"
             outcome.warnings.append(f"another gpenvideo run is writing {target}; left to it")
             log.warning("%s: another gpenvideo run is writing %s; skipped", job.source, target)
-            return outcome
+            return outcome, None
         with lock:
             if not overwrite and manifest.is_complete(target, job.source, settings):
                 outcome.status = "skipped"
                 _fill_from_manifest(outcome, target)
-                return outcome
-            summary = _restore_one(job.source, target, cfg, identity, overwrite, settings,
-                                   stages, progress)
-            doc = _summary_doc(summary)
-            manifest.write_manifest(target, job.source, settings, doc)
+                return outcome, None
+            pipeline.remove_stale_partials(target, locked=True)  # left by a kill -9
+            written = False  # the output is in place (its manifest is not yet)
+            try:
+                summary = _restore_one(job.source, target, cfg, identity, overwrite, settings,
+                                       stages, progress, notes)
+                written = True
+                summary.notes[:0] = [n for n in notes if n not in summary.notes]
+                doc = _summary_doc(summary)
+                manifest.write_manifest(target, job.source, settings, doc)
+            except Exception:
+                _remove_unfinished(target, written)
+                raise
         outcome.status = "done"
         _fill(outcome, doc)
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.fps = round(summary.fps, 2)
     except Cancelled:
         raise
-    except GpenVideoError as exc:
-        if single:
-            raise
-        outcome.error = str(exc)
-        outcome.exit_code = exc.exit_code
-        log.error("%s", exc)
-    return outcome
+    except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
+        error = _user_error(exc, job.source, target)
+        if isinstance(error, GpenVideoError):
+            outcome.error, outcome.exit_code = " ".join(str(error).split()), error.exit_code
+        else:
+            outcome.error, outcome.exit_code = _internal_line(job.source, error), 1
+        if debug:
+            outcome.traceback = traceback.format_exc()
+        for folder in reversed(created):
+            try:
+                folder.rmdir()  # only while empty
+            except OSError:
+                break
+        return outcome, error
+    return outcome, None
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first.
+    Raises OSError when the filesystem refuses."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_unfinished(target: Path, written: bool) -> None:
+    """After a failure: remove `target` when this run had put it in place but could not record
+    it (no manifest), and a work folder that holds no finished segment (one that does is kept
+    for a later run to resume)."""
+    if written:
+        target.unlink(missing_ok=True)
+    work = segments.WorkFolder(target)
+    if work.path.is_dir() and not any(work.path.glob("seg-*.json")):
+        work.remove()
+
+
+def _user_error(exc: Exception, source: Path, target: Path | None) -> Exception:
+    """The error to tell the user about a failed job: GpenVideoErrors as they are, a filesystem
+    failure as an OutputError or InputError naming the user's file or folder
+    (manifest.filesystem_error), any other exception as it was (an internal failure)."""
+    if isinstance(exc, GpenVideoError):
+        return exc
+    if isinstance(exc, OSError) and target is not None:
+        error = manifest.filesystem_error(exc, source, target)
+        if error is not None:
+            error.__cause__ = exc
+            return error
+    return exc
+
+
+def _internal_line(source: Path, exc: BaseException) -> str:
+    """One line for an unexpected failure of `source`: its type and message, whitespace
+    collapsed."""
+    text = " ".join(str(exc).split())
+    return f"{source}: internal error: {type(exc).__name__}{': ' + text if text else ''}"
 
 
 def _model_files(cfg: RestoreConfig) -> list[Path]:
@@ -230,8 +312,13 @@ def _model_files(cfg: RestoreConfig) -> list[Path]:
 
 def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
                  overwrite: bool, settings: str, stages: dict,
-                 progress: pipeline.ProgressCallback | None) -> pipeline.RunSummary:
+                 progress: pipeline.ProgressCallback | None,
+                 notes: list[str]) -> pipeline.RunSummary:
+    """Restore one file into `target`; `notes` (about the output's name) are logged once the
+    input and output are known to be usable."""
     pipeline.check_restorable(source, target, cfg, overwrite)  # before loading a model
+    for note in notes:
+        log.warning("%s", note)
     factory, size_for, context = None, None, None
     if stages["ray"] is not None:
         if "executor" not in stages:
@@ -255,7 +342,8 @@ def _summary_doc(summary: pipeline.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,
-            "segments_resumed": summary.segments_resumed, "per_track": summary.per_track}
+            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder,
+            "per_track": summary.per_track}
 
 
 def _fill(outcome: Outcome, doc: dict) -> None:
@@ -265,6 +353,7 @@ def _fill(outcome: Outcome, doc: dict) -> None:
     outcome.tracks = int(doc.get("tracks", 0))
     outcome.warnings = list(doc.get("warnings", []))
     outcome.per_track = list(doc.get("per_track", []))
+    outcome.encoder = str(doc.get("encoder", ""))
 
 
 def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
@@ -276,7 +365,7 @@ def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
 
 
 REPORT_FIELDS = ["input", "status", "output", "duration", "frames", "faces", "tracks",
-                 "warnings", "seconds", "fps", "error"]
+                 "warnings", "encoder", "seconds", "fps", "error"]
 # the CSV's per-track rows (row "track") fill input, output, frames and these
 TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", "face_size",
                  "motion", "flicker"]

@@ -7,24 +7,55 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import (CODECS, DETECTORS, MASKS, MODELS, PRECISIONS, RestoreConfig, load_config,
-                     validate)
-from .errors import GpenVideoError, InputError
+from .config import (CODECS, DETECTORS, ENCODERS, MASKS, MODELS, PRECISIONS, RestoreConfig,
+                     load_config, validate)
+from .errors import Cancelled, GpenVideoError, InputError
 from .quality import format_track_table
+
+# Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
+# a closed terminal (SIGHUP). The exit code is 128 + the signal's number, as the shell reports.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class _ArgParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit 2, like every other bad input."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"gpenvideo: error: {message} (see gpenvideo {self.prog.split()[-1]} "
-                         "--help)\n")
+    def error(self, message: str, prog: str | None = None) -> None:  # type: ignore[override]
+        sys.stderr.write(f"gpenvideo: error: {message} (see {prog or self.prog} --help)\n")
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but leftover arguments point at the help of the (sub)command they
+        were given to, not the top level's."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}",
+                       getattr(parsed, "_help_prog", None))
+        return parsed
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `least` (argparse names the option when it
+    refuses one)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is not valid: give {least} or more")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -40,10 +71,12 @@ def _add_decode(p: argparse.ArgumentParser) -> None:
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default yunet)")
-    p.add_argument("--min-face-size", type=int, help="ignore faces smaller than this (pixels)")
+    p.add_argument("--min-face-size", type=_count(0),
+                   help="ignore faces smaller than this (pixels)")
     p.add_argument("--score-threshold", type=float,
                    help="minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)")
-    p.add_argument("--max-faces", type=int, help="restore at most N faces per frame (largest)")
+    p.add_argument("--max-faces", type=_count(0),
+                   help="restore at most N faces per frame (largest; default 0: all)")
     p.add_argument("--weights-dir", type=Path, help="folder searched first for model files")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
 
@@ -64,7 +97,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
     p.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
-    p.add_argument("--batch-size", type=int, help="faces per GPU batch (default: from memory)")
+    p.add_argument("--batch-size", type=_count(0),
+                   help="faces per GPU batch (default 0: from memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
 
 
@@ -89,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                    help="video files, folders (searched recursively for videos) or .txt lists "
                         "of files")
-    r.add_argument("-o", "--output", type=Path,
-                   help="output file, or folder (mirrors input folders); default: "
+    r.add_argument("-o", "--output",
+                   help="output file, or folder (a name ending in / or without a suffix; "
+                        "created when missing; mirrors input folders); default: "
                         "<name>_restored.<ext> beside each input")
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (also those finished with the same settings)")
@@ -107,7 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the batch report to REPORT.json and REPORT.csv (default for "
                         "several inputs: gpenvideo-report-<time> in the output or input folder)")
     _add_decode(r)
-    r.add_argument("--codec", choices=CODECS, help="video encoder (default libx264)")
+    r.add_argument("--codec", help=f"video encoder: {', '.join(CODECS)} (default auto: NVENC where it works, else libx264); with "
+                                   "--encoder ffmpeg any encoder that ffmpeg has")
+    r.add_argument("--encoder", choices=ENCODERS,
+                   help="pyav: PyAV's encoders (default); ffmpeg: pipe the frames to the system "
+                        "ffmpeg, for encoders PyAV lacks (h264_vaapi, hevc_qsv, h264_amf ...); "
+                        "needs pip install 'gpenvideo[ffmpeg]'")
+    r.add_argument("--ffmpeg-args", metavar="ARGS",
+                   help='extra ffmpeg output options for --encoder ffmpeg, e.g. "-b:v 4M"')
     r.add_argument("--crf", type=int, help="encoder quality, lower is better (codec default)")
     r.add_argument("--preset", help="encoder speed preset (codec default)")
     r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
@@ -150,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
     t.add_argument("input", type=Path, help="video file")
     t.add_argument("-o", "--output", type=Path, required=True, help="JSON file to write")
+    t.add_argument("--model", choices=MODELS,
+                   help="GPEN model whose crop size the transforms are for (default gpen-bfr-2048)")
+    t.add_argument("--weights", type=Path,
+                   help="a GPEN checkpoint whose crop size the transforms are for")
     _add_decode(t)
     _add_detect(t)
     _add_common(t)
@@ -168,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (wl, wf, wv):
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         p.add_argument("--quiet", "-q", action="store_true", help="print less")
+    for p in (r, t, w, wl, wf, wv):  # the innermost command given sets it last
+        p.set_defaults(_help_prog=p.prog)
     return parser
 
 
@@ -186,6 +234,8 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "max_faces": ("track", "max_faces"),
         "deinterlace": ("decode", "deinterlace"),
         "codec": ("encode", "codec"),
+        "encoder": ("encode", "encoder"),
+        "ffmpeg_args": ("encode", "ffmpeg_args"),
         "crf": ("encode", "crf"),
         "preset": ("encode", "preset"),
         "upscale": ("composite", "upscale"),
@@ -224,7 +274,8 @@ class _WarningPrinter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
         _clear_line()
-        sys.stderr.write(f"gpenvideo: warning: {record.getMessage()}\n")
+        kind = "error" if record.levelno >= logging.ERROR else "warning"
+        sys.stderr.write(f"gpenvideo: {kind}: {record.getMessage()}\n")
 
 
 _progress_shown = False
@@ -242,7 +293,7 @@ def _print_progress(p) -> None:  # p: pipeline.Progress
     total = f"/{p.frames_total}" if p.frames_total else ""
     pct = f" {100 * p.frames_done / p.frames_total:5.1f}%" if p.frames_total else ""
     eta = f" ETA {_hms(p.eta)}" if p.eta is not None else ""
-    faces = f" {p.faces_done / p.elapsed:6.1f} faces/s" if p.faces_done else ""
+    faces = f" {p.faces_per_second:6.1f} faces/s" if p.faces_done else ""
     sys.stderr.write(f"\r\033[K{p.frames_done}{total} frames{pct} {p.fps:6.1f} fps{faces}{eta}")
     sys.stderr.flush()
     _progress_shown = True
@@ -274,7 +325,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             return
         if outcome.status == "done":
             print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
-                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)")
+                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+                  + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
             if outcome.per_track and not (several or args.report):
                 print(format_track_table(outcome.per_track))
             for note in outcome.warnings:
@@ -286,21 +338,30 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"skipped {outcome.input}: another gpenvideo run is writing {outcome.output}")
 
     outcomes: list = []
+    report_failed = False
     try:
         outcomes = batch.run_batch(jobs, cfg, identity=args.identity, overwrite=args.overwrite,
                                    progress=_print_progress if show else None,
                                    on_start=on_start,
                                    on_done=lambda o: (outcomes.append(o), on_done(o)),
-                                   ray_address=args.ray)
+                                   ray_address=args.ray, debug=args.debug)
     finally:
-        if several or args.report:
-            prefix = args.report or batch.default_report_prefix(args.inputs, args.output)
-            if outcomes:
+        if (several or args.report) and outcomes:
+            output = Path(args.output) if args.output is not None else None
+            prefix = args.report or batch.default_report_prefix(args.inputs, output)
+            if not args.quiet:
+                print(batch.summary_table(outcomes))
+            try:
                 json_path, csv_path = batch.write_report(outcomes, prefix)
+            except OSError as exc:
+                _clear_line()
+                sys.stderr.write(f"gpenvideo: error: {prefix}: cannot write the report "
+                                 f"({exc.strerror or exc}); give --report a writable place\n")
+                report_failed = True
+            else:
                 if not args.quiet:
-                    print(batch.summary_table(outcomes))
                     print(f"report: {json_path} and {csv_path}")
-    return batch.exit_code(outcomes)
+    return batch.exit_code(outcomes) or (2 if report_failed else 0)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -346,7 +407,13 @@ def cmd_track(args: argparse.Namespace) -> int:
     if args.output.exists() and args.output.resolve() == args.input.resolve():
         raise InputError(f"{args.output}: is the input file; choose another output name")
     doc = pipeline.track_video(args.input, cfg)
-    manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
+    try:
+        manifest.write_json_atomic(args.output, doc, indent=None)  # one line: a film's worth
+    except OSError as exc:
+        error = manifest.filesystem_error(exc, args.input, args.output)
+        if error is None:
+            raise
+        raise error from exc
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
         print(format_track_table(doc["per_track"], flicker=False))
@@ -386,6 +453,25 @@ COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track,
             "preview": cmd_preview}
 
 
+def _stop_on_signals(received: list[int]) -> dict[int, object]:
+    """Make STOP_SIGNALS stop the run as Ctrl-C does (KeyboardInterrupt in the main thread, so
+    every thread is stopped and joined, the partial output and the lock removed), recording
+    the signal in `received`; a second one while cleaning up is ignored. Returns the handlers
+    to restore (none when not on the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, stop)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gpenvideo` console script. Returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -393,18 +479,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("gpenvideo")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    received: list[int] = []
+    previous = _stop_on_signals(received)
     try:
         return COMMANDS[args.command](args)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        _clear_line()
+        text = str(exc) if isinstance(exc, Cancelled) else "interrupted"
+        if received:
+            name = signal.Signals(received[0]).name
+            sys.stderr.write(f"gpenvideo: stopped by {name}: {text}\n")
+            return 128 + received[0]
+        sys.stderr.write(f"gpenvideo: {text}\n")
+        return 130
     except GpenVideoError as exc:
         _clear_line()
         if args.debug:
             raise
         sys.stderr.write(f"gpenvideo: error: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _clear_line()
-        sys.stderr.write("gpenvideo: interrupted\n")
-        return 130
     except Exception as exc:  # an internal failure: say what and how to see more
         _clear_line()
         if args.debug:
@@ -414,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logger.removeHandler(handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,21 +14,28 @@ from . import align
 from .config import CompositeConfig
 from .frames import Frame
 
-# Face region in crop units (fractions of the crop size): an ellipse around the template's
-# eyes, nose and mouth, wide enough for cheeks and chin, with a feathered edge.
-MASK_CENTER = (0.5, 0.55)
-MASK_AXES = (0.40, 0.47)
+# Face region in crop units (fractions of the crop size): the ellipse on which the mask reaches
+# 0, around the template's eyes (y 0.47), nose and mouth (y 0.72), reaching the forehead and
+# past the chin, and ending well inside the crop on all four sides (x 0.10-0.90, y 0.07-0.95),
+# so neither the crop's edge nor anything beyond it (padding) can reach the frame.
+MASK_CENTER = (0.5, 0.51)
+MASK_AXES = (0.40, 0.44)
 
 
 def face_mask(size: int, feather: float) -> np.ndarray:
-    """(size, size) float32 mask in [0, 1]: 1 inside the face ellipse, soft towards its edge,
-    0 at the crop border (so no rectangle can show)."""
-    mask = np.zeros((size, size), np.float32)
-    center = (round(MASK_CENTER[0] * size), round(MASK_CENTER[1] * size))
-    axes = (round(MASK_AXES[0] * size * (1 - feather)), round(MASK_AXES[1] * size * (1 - feather)))
-    cv2.ellipse(mask, center, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    sigma = max(0.5, feather * size / 2)
-    return cv2.GaussianBlur(mask, (0, 0), sigma)
+    """(size, size) float32 mask in [0, 1]: 0 on and outside the face ellipse (MASK_CENTER,
+    MASK_AXES), rising inwards over `feather` * size pixels along a smootherstep (flat at
+    both ends of the ramp, so the change starts with fractions of a level), 1 further in. It is exactly 0 on a band along every side of the
+    crop (at least 5% of its size)."""
+    centre = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres, crop units
+    u = (centre - MASK_CENTER[0]) / MASK_AXES[0]  # (size,) along x
+    v = (centre - MASK_CENTER[1]) / MASK_AXES[1]  # (size,) along y
+    r = np.sqrt(u[None, :] ** 2 + v[:, None] ** 2)  # (size, size) 1 on the ellipse
+    # distance to the ellipse in crop units, to first order: (1 - r) / |grad r|
+    grad = np.sqrt((u[None, :] / MASK_AXES[0]) ** 2 + (v[:, None] / MASK_AXES[1]) ** 2)
+    dist = (1 - r) * r / np.maximum(grad, 1e-9)
+    t = np.clip(dist / max(feather, 1e-6), 0.0, 1.0)
+    return (t * t * t * (t * (6 * t - 15) + 10)).astype(np.float32)
 
 
 COLOR_GRID = 16  # colour matching keeps the source's colour over cells of crop/16 and larger
@@ -102,6 +109,8 @@ class Compositor:
         face's parsing mask (S, S), which narrows the template mask to the face itself.
         Returns the pixels it changed as (x0, y0, mask), as Frame.changed holds them (None:
         none)."""
+        if self.strength <= 0:
+            return None  # nothing of the restored face to show: the frame stays as decoded
         h, w = image.shape[:2]
         inv = align.invert(matrix)
         corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1],
@@ -128,7 +137,7 @@ class Compositor:
         shifted = inv.copy()
         shifted[:, 2] -= (x0, y0)
         region = (x1 - x0, y1 - y0)
-        face = align.warp(face, shifted, region, cubic=True)
+        face = align.warp(face, shifted, region, cubic=True, replicate=True)
         alpha = align.warp(mask, shifted, region)[..., None]
         inside = alpha[..., 0] > 0
         if not inside.any():

@@ -20,7 +20,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import InputError
 
 DEINTERLACE_MODES = ("auto", "on", "off")
-CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1", "prores_ks")
+CODECS = ("auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc", "libsvtav1", "ffv1",
+          "prores_ks")
+ENCODERS = ("pyav", "ffmpeg")
 DETECTORS = ("yunet", "retinaface")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -36,10 +38,17 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    codec: str = "libx264"  # one of CODECS
+    # one of CODECS (encoder "ffmpeg": any encoder ffmpeg has); auto: NVENC where it opens,
+    # else libx264 (ProRes for 4:2:2 sources in .mov)
+    codec: str = "auto"
+    # output pixel format, e.g. yuv420p; None: the source's depth and chroma where the codec allows
+    pix_fmt: str | None = None
     crf: int | None = None  # quality (lower is better); None: the codec's default in encoder.py
     preset: str | None = None  # encoder speed preset; None: the codec's default in encoder.py
     audio: bool = True  # copy audio and subtitle streams (False: --no-audio)
+    # pyav: PyAV's own encoders; ffmpeg: frames piped to a system ffmpeg (VAAPI, QSV, AMF ...)
+    encoder: str = "pyav"
+    ffmpeg_args: str = ""  # extra ffmpeg output options (encoder "ffmpeg"), split like a shell
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,17 @@ class TrackConfig:
     smoothing_window: int = 17  # frames in the centered smoothing window (odd); 1 turns it off
     smoothing_cutoff: float = 0.2  # fraction of the Nyquist frequency kept (0..1]; 1: off
     motion_scale: float = 0.5  # eye distances per frame of motion at which smoothing backs off
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    enabled: bool = True  # register the aligned crop over time (False: landmark transform only)
+    window: int = 17  # frames in the centered window of neighbours registered against (odd)
+    size: int = 128  # px of the 512 template the registration patch is measured at
+    max_shift: float = 0.08  # largest correction, in template eye distances
+    max_motion: float = 0.05  # eye distances per frame of in-crop motion still trusted
+    min_response: float = 0.25  # phase-correlation response below which a neighbour is ignored
+    full_response: float = 0.7  # response from which a neighbour counts fully
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class RestoreConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -128,7 +149,7 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
     """Check option values that have a fixed set of choices. Raises InputError naming the option."""
     checks = [
         ("--deinterlace", cfg.decode.deinterlace, DEINTERLACE_MODES),
-        ("--codec", cfg.encode.codec, CODECS),
+        ("--encoder", cfg.encode.encoder, ENCODERS),
         ("--detector", cfg.detect.backend, DETECTORS),
         ("--precision", cfg.model.precision, PRECISIONS),
         ("--upscale", cfg.composite.upscale, (1, 2, 4)),
@@ -138,6 +159,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise InputError(f"{option} {value!r} is not valid: choose one of {allowed}")
+    if cfg.encode.encoder == "pyav" and cfg.encode.codec not in CODECS:  # ffmpeg: any name
+        raise InputError(f"--codec {cfg.encode.codec!r} is not valid: choose one of "
+                         f"{', '.join(CODECS)}, or --encoder ffmpeg for the system ffmpeg's")
     if cfg.composite.strength is not None and not 0.0 <= cfg.composite.strength <= 1.0:
         raise InputError(f"--strength {cfg.composite.strength} is not valid: give 0 to 1")
     score = cfg.detect.score_threshold
@@ -156,6 +180,13 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:
         raise InputError("track.smoothing_cutoff must be above 0 and at most 1")
+    reg = cfg.register
+    if reg.window < 1 or reg.window % 2 == 0:
+        raise InputError("register.window must be an odd number >= 1")
+    if reg.size < 32:
+        raise InputError("register.size must be at least 32")
+    if not 0.0 <= reg.min_response < reg.full_response <= 1.0:
+        raise InputError("register.min_response must be below register.full_response (0..1)")
     return cfg
 
 

@@ -31,6 +31,12 @@ SPACE_BT2020_NCL = 9
 _SWS_SPACE = {SPACE_BT709: "ITU709", SPACE_BT470BG: "ITU601", SPACE_SMPTE170M: "ITU601",
               SPACE_BT2020_NCL: "ITU2020"}
 HD_HEIGHT = 720  # untagged sources at least this tall are taken to be BT.709, as players do
+# A video that stops this many seconds, and this share of the stated duration, before the
+# duration its container states is taken to be cut off (audio may legitimately run a little
+# longer than the video).
+TRUNCATION_SLACK = 1.0
+TRUNCATION_FRACTION = 0.05
+LAST_PACKETS = 8  # a packet cut short among the last ones read: the file ends inside a packet
 
 
 def check_input_path(path: Path) -> None:
@@ -60,16 +66,21 @@ def sws_range(color_range: int, pix_fmt: str) -> str:
 def to_bgr(vf: av.VideoFrame, space: str, src_range: str, deep: bool) -> np.ndarray:
     """The picture as full-range BGR: uint8, or uint16 at full 16-bit scale when `deep`.
 
-    Through 16-bit planar RGB, rounded here to 8 bits: swscale's direct 8-bit path truncates
-    (about 1.7 levels of luma lost on a YUV -> BGR -> YUV round trip of real footage; this way
-    0.01). One thread: swscale's slice threads race in some conversions (RGB to 4:2:2 10-bit
-    gave different, wrong chroma from run to run), and the pipeline has threads enough.
+    Through 16-bit planar RGB, rounded here to 8 bits: swscale's direct 8-bit paths truncate
+    or skip chroma interpolation (about 1.7 levels of luma lost on a YUV -> BGR -> YUV round
+    trip of real footage; this way 0.004). swscale's 16-bit RGB puts 8-bit white at 255 * 256
+    (not 65535), so 8 bits are taken by dividing by 256 (dividing by 257 drew every picture
+    0.4 levels darker at the top of the range, white 254). This is the cheapest exact
+    conversion found (bench/RESULTS.md): swscale to 8-bit RGB with accurate rounding, and a
+    YUV -> BGR matrix done in OpenCV, cost as much or more. One thread: swscale's slice
+    threads race in some conversions (RGB to 4:2:2 10-bit gave different, wrong chroma from run
+    to run), and the pipeline has threads enough.
     """
     rgb = vf.reformat(format="gbrp16le", src_colorspace=space, dst_colorspace=space,
                       src_color_range=src_range, dst_color_range="JPEG", threads=1)
     g, b, r = (plane_array(p, np.uint16, rgb.width, rgb.height) for p in rgb.planes)
     if not deep:
-        g, b, r = (cv2.convertScaleAbs(c, alpha=1 / 257) for c in (g, b, r))
+        g, b, r = (cv2.convertScaleAbs(c, alpha=1 / 256) for c in (g, b, r))
     return cv2.merge((b, g, r))
 
 
@@ -108,6 +119,10 @@ class Decoder:
         self.cfg = cfg or DecodeConfig()
         self.corrupt_packets = 0
         self.repaired_timestamps = 0
+        self.notes: list[str] = []  # what the run should repeat at the end (a cut-off file)
+        self.truncated = False  # the video ends early or inside a packet: the file is cut off
+        self._packets = 0  # video packets demuxed
+        self._last_damaged = -1  # number of the last packet that was cut short or failed
         check_input_path(self.path)
         try:
             self._container = av.open(str(self.path), mode="r", metadata_errors="replace")
@@ -143,6 +158,7 @@ class Decoder:
             ) from None
         self.info = self._probe(self._first)
         self._first_format = self._first  # size and format for a deinterlacer made after a seek
+        self._start_pts = self._first.pts  # where the stated duration is counted from
         self._handed_out = False
 
     def _probe(self, first: av.VideoFrame) -> VideoInfo:
@@ -215,12 +231,18 @@ class Decoder:
                 return
             except av.FFmpegError as exc:  # broken container structure: keep what we have
                 self.corrupt_packets += 1
+                self._last_damaged = self._packets
                 log.warning("%s: demuxing stopped early (%s)", self.path, _reason(exc))
                 return
+            if packet.size:
+                self._packets += 1
+                if packet.is_corrupt:  # the demuxer read less than the packet's size
+                    self._last_damaged = self._packets
             try:
                 yield from packet.decode()
             except av.FFmpegError:
                 self.corrupt_packets += 1
+                self._last_damaged = self._packets
 
     def _filtered(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         graph = self._graph
@@ -278,9 +300,32 @@ class Decoder:
                         source=vf)
             if stop is not None and pts >= stop:
                 break
+        else:
+            end = None if last_pts is None else (last_pts + (duration or default_step))
+            self._check_complete(None if end is None else float(end * info.time_base))
         if self.repaired_timestamps:
             log.warning("%s: %d frames had missing or repeated timestamps and were renumbered",
                         self.path, self.repaired_timestamps)
+
+    def _check_complete(self, end: float | None) -> None:
+        """After the last frame (ending at `end` seconds of the stored timestamps): note a file
+        that is cut off, i.e. whose video ends well before the duration its container states,
+        or whose last packets were cut short."""
+        stated = self.info.duration
+        start = float((self._start_pts or 0) * self.info.time_base)
+        if end is not None and stated and (end - start) < stated - max(
+                TRUNCATION_SLACK, TRUNCATION_FRACTION * stated):
+            self._truncated(f"the video ends after {end - start:.1f} s but the file says it lasts "
+                            f"{stated:.1f} s")
+        elif self._last_damaged >= 0 and self._last_damaged > self._packets - LAST_PACKETS:
+            self._truncated("the file ends inside a video packet")
+
+    def _truncated(self, why: str) -> None:
+        self.truncated = True
+        note = (f"{self.path.name}: {why}: it looks cut off (an incomplete copy or download); "
+                "the frames that are there were restored and written")
+        self.notes.append(note)
+        log.warning("%s", note)
 
     def _seek(self, pts: int) -> None:
         """Restart decoding at the keyframe at or before `pts`, with a fresh deinterlacer."""

@@ -74,12 +74,18 @@ class YuNetDetector:
     def __init__(self, model: str | Path, cfg: DetectConfig) -> None:
         self.cfg = cfg
         self.batch_size = cfg.batch_size or 1
+        # OpenCV 5 warns on stderr, on every run, that its new graph engine ignores the
+        # preferred target (the CPU here anyway): keep its log to errors while the net is made
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320),
                                                   score_threshold(cfg), cfg.nms_threshold, 500)
         except cv2.error as exc:
             raise WeightsError(f"{model}: OpenCV cannot load this YuNet model ({exc}); "
                                "run `gpenvideo weights fetch yunet --force`") from exc
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         self._size: tuple[int, int] | None = None
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:

@@ -8,17 +8,20 @@ cannot hold is transcoded (audio to AAC) or left out, with a warning either way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 
 from .config import EncodeConfig
-from .decoder import plane_array, sws_colorspace, sws_range
+from .decoder import RANGE_FULL, plane_array, sws_colorspace, sws_range
 from .errors import EncodeError, InputError
 from .frames import Frame, VideoInfo
 
@@ -45,6 +48,7 @@ CODEC_DEFAULTS = {
     "libsvtav1": CodecDefaults("crf", 28, "8"),
     "ffv1": CodecDefaults(None, None, None, (("level", "3"), ("slicecrc", "1"))),
     "prores_ks": CodecDefaults(None, None, None, (("profile", "3"),)),  # 3: ProRes 422 HQ
+    "rawvideo": CodecDefaults(None, None, None),  # the pictures piped to ffmpeg (ffmpeg_pipe)
 }
 
 STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
@@ -65,12 +69,108 @@ def default_output_suffix(source: Path) -> str:
     return suffix if suffix in MODERN_CONTAINERS else FALLBACK_SUFFIX
 
 
-def choose_pix_fmt(codec: str, bit_depth: int, chroma: str) -> str:
+NVENC_CODECS = ("h264_nvenc", "hevc_nvenc")
+# Encoders whose 4:2:0 / 4:2:2 pictures must be a whole number of chroma samples wide and high
+# (H.264 and HEVC can crop only whole chroma samples): odd sizes are padded by one pixel.
+WHOLE_CHROMA_CODECS = ("libx264", "libx265", *NVENC_CODECS)
+# Source codecs of editing intermediates: in a .mov they are restored to ProRes.
+INTERMEDIATE_CODECS = ("prores", "dnxhd", "cfhd")
+PROBE_SIZE = 256  # width and height of the picture an encoder is opened on to see that it works
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def probe_encoder(codec: str, pix_fmt: str = "yuv420p",
+                  size: tuple[int, int] = (PROBE_SIZE, PROBE_SIZE)) -> str | None:
+    """Open `codec` once on a `size` (width, height) picture. Returns None when it works, else
+    the reason."""
+    try:
+        cc = av.CodecContext.create(codec, "w")
+        cc.width, cc.height = padded_size(codec, pix_fmt, *size)
+        cc.pix_fmt = pix_fmt
+        cc.time_base = Fraction(1, 25)
+        cc.open()
+    except (av.FFmpegError, ValueError) as exc:  # no such encoder, no GPU, no driver ...
+        return str(getattr(exc, "strerror", None) or exc)
+    return None
+
+
+def check_encoder(cfg: EncodeConfig) -> None:
+    """Refuse an encoder that cannot run here before any work starts (NVENC without an NVIDIA
+    video encoder: datacenter GPUs such as the H100 and A100 have none). Raises InputError."""
+    if cfg.codec == "auto":
+        return
+    try:
+        av.Codec(cfg.codec, "w")
+    except (av.FFmpegError, ValueError):
+        raise InputError(f"--codec {cfg.codec}: this FFmpeg has no such encoder; use "
+                         "--codec auto or libx264") from None
+    if cfg.codec in NVENC_CODECS:
+        reason = probe_encoder(cfg.codec)
+        if reason is not None:
+            cpu = "libx264" if cfg.codec == "h264_nvenc" else "libx265"
+            raise InputError(f"--codec {cfg.codec}: no NVENC video encoder works on this machine "
+                             f"({reason}; datacenter GPUs such as the H100 have none); use "
+                             f"--codec {cpu}, or --codec auto to take NVENC only where it works")
+
+
+def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None,
+                   size: tuple[int, int] | None = None) -> tuple[EncodeConfig, list[str]]:
+    """The encode settings with `auto` decided for this source, output container `fmt` (muxer
+    name) and output size (width, height; default the source's), and notes saying what was
+    chosen where it differs from the source.
+
+    auto: NVENC where it opens (H.264, or HEVC Main 10 for deeper sources); on the CPU, ProRes
+    422 HQ for a 4:2:2 or intermediate-codec source written to .mov, else libx264, in 8-bit
+    4:2:0 (High profile: plays everywhere) for 4:2:2 and 4:4:4 sources. An explicit codec
+    follows the source's depth and chroma as far as it can. Raises InputError (check_encoder).
+    """
+    check_encoder(cfg)
+    if cfg.codec != "auto":
+        return cfg, []
+    deep = info.bit_depth > 8
+    nvenc = "hevc_nvenc" if deep else "h264_nvenc"
+    # at the film's own size: NVENC has a minimum (about 145 x 49) and a maximum size
+    if probe_encoder(nvenc, "p010le" if deep else "yuv420p",
+                     size or (info.width, info.height)) is None:
+        return dataclasses.replace(cfg, codec=nvenc), []
+    pro = info.chroma == "422" or info.codec in INTERMEDIATE_CODECS
+    if fmt == "mov" and pro:
+        note = (f"the {info.codec} {info.pix_fmt} source is written as ProRes 422 HQ "
+                "(prores_ks), which editors and players open; --codec libx264 gives H.264")
+        return dataclasses.replace(cfg, codec="prores_ks"), [note]
+    if info.chroma != "420" and cfg.pix_fmt is None and info.pix_fmt not in ("gray", "gray8"):
+        prores = ", a .mov output gives ProRes" if pro else ""
+        note = (f"the {info.pix_fmt} source is written as H.264 4:2:0 8-bit (High profile), "
+                "which every player opens; --codec libx264 keeps its chroma and depth (High "
+                f"4:2:2/4:4:4, which many players cannot open){prores}")
+        return dataclasses.replace(cfg, codec="libx264", pix_fmt="yuv420p"), [note]
+    return dataclasses.replace(cfg, codec="libx264"), []
+
+
+def choose_pix_fmt(codec: str, bit_depth: int, chroma: str, wanted: str | None = None) -> str:
     """Output pixel format following the source's depth and chroma where the codec allows.
 
-    Tries yuv<chroma>p at the source depth, then 4:2:0 at that depth, then 8-bit 4:2:0.
+    Tries `wanted` if given, then yuv<chroma>p at the source depth, then 4:2:0 at that depth,
+    then 8-bit 4:2:0. Raises InputError when `wanted` is not one the codec takes.
     """
     supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
+    if wanted is not None:
+        if wanted not in supported:
+            raise InputError(f"encode.pix_fmt {wanted}: {codec} does not take it; choose one of "
+                             f"{', '.join(sorted(supported))}")
+        return wanted
     depth = 8 if bit_depth <= 8 else (10 if bit_depth <= 10 else 12)
     chroma = chroma if chroma in ("420", "422", "444") else "420"
     suffix = "" if depth == 8 else f"{depth}le"
@@ -105,7 +205,7 @@ class Encoder:
     Raises InputError when the container cannot hold the codec, EncodeError when encoding fails.
     """
 
-    def __init__(self, path: Path, fmt: str, info: VideoInfo, cfg: EncodeConfig,
+    def __init__(self, path: Path | BinaryIO, fmt: str, info: VideoInfo, cfg: EncodeConfig,
                  size: tuple[int, int] | None = None,
                  video_template: av.VideoStream | None = None) -> None:
         self.path = path
@@ -118,9 +218,14 @@ class Encoder:
         if info.rotation in (90, -90):  # written in the source's stored orientation
             width, height = height, width
         self._source: av.container.InputContainer | None = None
-        self._out = av.open(str(path), mode="w", format=fmt)
+        if cfg.codec == "auto" and video_template is None:
+            self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
+        # a file object: the pipe to ffmpeg (ffmpeg_pipe)
+        self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt)
         try:
-            if not _codec_ok(self._out, av.Codec(cfg.codec, "w").canonical_name):
+            codec = (video_template.codec_context.name if video_template is not None
+                     else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec
+            if not _codec_ok(self._out, codec):
                 raise InputError(f"{path.name}: the {fmt} container cannot hold {cfg.codec} video; "
                                  f"write to a .mkv or .mov file instead")
             if video_template is None:
@@ -142,8 +247,17 @@ class Encoder:
             self._close_containers()
             raise
         self._space = sws_colorspace(info.colorspace, info.height)
-        self._dst_range = sws_range(info.color_range, self._video.codec_context.pix_fmt)
+        self._dst_range = sws_range(self._video.codec_context.color_range,
+                                    self._video.codec_context.pix_fmt)
         self._deep = info.bit_depth > 8
+        self._size = (width, height)  # stored orientation, before any padding
+
+    def _resolved(self, cfg: EncodeConfig, info: VideoInfo, fmt: str,
+                  size: tuple[int, int]) -> EncodeConfig:
+        cfg, notes = resolve_encode(cfg, info, fmt, size)
+        for note in notes:
+            self._note(note)
+        return cfg
 
     def _add_video_stream(self, width: int, height: int) -> av.VideoStream:
         info, cfg = self.info, self.cfg
@@ -162,20 +276,34 @@ class Encoder:
         rate = info.frame_rate or Fraction(25)
         stream = self._out.add_stream(cfg.codec, rate=rate, options=options)
         cc = stream.codec_context
-        cc.width, cc.height = width, height
-        cc.pix_fmt = choose_pix_fmt(cfg.codec, info.bit_depth, info.chroma)
+        cc.pix_fmt = self._pix_fmt()
+        codec = self._picture_codec()
+        cc.width, cc.height = padded_size(codec, cc.pix_fmt, width, height)
+        if (cc.width, cc.height) != (width, height):
+            self._note(f"the picture is {width}x{height}, which {codec} cannot store in "
+                       f"{cc.pix_fmt}; it is written as {cc.width}x{cc.height}, the last "
+                       "column/row repeated (--codec ffv1 or libsvtav1 keep the odd size)")
         cc.time_base = info.time_base
         stream.time_base = info.time_base
         if info.sample_aspect_ratio and info.sample_aspect_ratio != 1:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
-        cc.color_range = info.color_range
+        cc.color_range = output_color_range(info, cc.pix_fmt)
         cc.colorspace = info.colorspace
         cc.color_primaries = info.color_primaries
         cc.color_trc = info.color_trc
         if cfg.codec in ("libx264", "libx265", "libsvtav1", "ffv1"):
-            cc.thread_count = 0  # all cores
+            cc.thread_count = usable_cores()  # not the machine's: a container's or taskset's
         self._tag_video_stream(stream)
         return stream
+
+    def _pix_fmt(self) -> str:
+        """The output pixel format (see choose_pix_fmt)."""
+        return choose_pix_fmt(self.cfg.codec, self.info.bit_depth, self.info.chroma,
+                              self.cfg.pix_fmt)
+
+    def _picture_codec(self) -> str:
+        """The encoder whose size rules the pictures follow (see padded_size)."""
+        return self.cfg.codec
 
     def _tag_video_stream(self, stream: av.VideoStream) -> None:
         if self.info.rotation:
@@ -277,15 +405,23 @@ class Encoder:
         cc = self._video.codec_context
         turns = (-self.info.rotation // 90) % 4  # np.rot90 turns from upright to stored
         source = frame.source
-        if not (isinstance(source, av.VideoFrame) and source.format.name == cc.pix_fmt
-                and (source.width, source.height) == (cc.width, cc.height)
+        sw, sh = self._size
+        if not (isinstance(source, av.VideoFrame)
+                and plain_pix_fmt(source.format.name) == cc.pix_fmt
+                and (source.width, source.height) == (sw, sh)
+                and (cc.color_range == RANGE_FULL) == (self._dst_range == "JPEG")
                 and cc.pix_fmt in PLANAR_YUV):
-            return self._from_bgr(np.rot90(frame.image, turns))
-        out = av.VideoFrame(source.width, source.height, cc.pix_fmt)
+            image = np.rot90(frame.image, turns)
+            if (sw, sh) != (cc.width, cc.height):
+                image = np.pad(image, ((0, cc.height - sh), (0, cc.width - sw), (0, 0)),
+                               mode="edge")
+            return self._from_bgr(image)
+        out = av.VideoFrame(cc.width, cc.height, cc.pix_fmt)
+        sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
         for src, dst in zip(source.planes, out.planes, strict=True):
             n = min(src.line_size, dst.line_size)
-            plane_array(dst, np.uint8, n, dst.height)[:] = plane_array(src, np.uint8, n, src.height)
-        sub_x, sub_y, size = PLANAR_YUV[cc.pix_fmt]
+            plane_array(dst, np.uint8, n, dst.height)[:src.height] = \
+                plane_array(src, np.uint8, n, src.height)
         h, w = frame.image.shape[:2]
         for rx0, ry0, mask in frame.changed:
             # the mask cut to the picture, then its rectangle in stored coordinates
@@ -298,9 +434,8 @@ class Encoder:
             # the block converted: widened so its edges (where swscale's chroma filter runs
             # out of pixels) are not kept, starting on the chroma grid
             px0, py0 = max(x0 - x0 % sub_x - RECT_MARGIN, 0), max(y0 - y0 % sub_y - RECT_MARGIN, 0)
-            px1, py1 = min(x1 + RECT_MARGIN, out.width), min(y1 + RECT_MARGIN, out.height)
-            ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, out.width,
-                                             out.height)
+            px1, py1 = min(x1 + RECT_MARGIN, sw), min(y1 + RECT_MARGIN, sh)
+            ux0, uy0, ux1, uy1 = rotate_rect((px0, py0, px1, py1), -turns % 4, sw, sh)
             block = self._from_bgr(np.rot90(frame.image[uy0:uy1, ux0:ux1], turns),
                                    (sub_x, sub_y))
             # the changed pixels over the block, turned as it is, padded to the chroma grid
@@ -321,6 +456,8 @@ class Encoder:
                                       fx).any(axis=(1, 3))[by0:by1, bx0:bx1]
                 target = plane_array(dst, size, dst.width, dst.height)[cy0:cy1, cx0:cx1]
                 target[hit] = plane_array(src, size, src.width, src.height)[by0:by1, bx0:bx1][hit]
+        if (sw, sh) != (cc.width, cc.height):
+            pad_planes(out, sw, sh, sub_x, sub_y, size)
         return out
 
     def _from_bgr(self, image: np.ndarray, multiple: tuple[int, int] = (1, 1)
@@ -338,8 +475,8 @@ class Encoder:
         for plane, channel in zip(vf.planes, (1, 0, 2), strict=True):  # G, B, R planes
             dst = plane_array(plane, np.uint16 if self._deep else np.float32, w, h)
             dst[:] = image[..., channel]
-            if not self._deep:
-                dst *= np.float32(1 / 255)
+            if not self._deep:  # swscale takes 1.0 as 65535 and 8-bit white as 255 * 256
+                dst *= np.float32(256 / 65535)
         return vf.reformat(format=self._video.codec_context.pix_fmt, src_colorspace=self._space,
                            dst_colorspace=self._space, src_color_range="JPEG",
                            dst_color_range=self._dst_range, threads=1)
@@ -390,6 +527,43 @@ class _CopiedStream:
     src: av.stream.Stream
     out: av.stream.Stream
     resampler: av.AudioResampler | None  # set when the stream is transcoded to AAC
+
+
+def output_color_range(info: VideoInfo, pix_fmt: str) -> int:
+    """The colour range tag of the output in `pix_fmt`: the source's, except that JPEG-style
+    (yuvj) sources are full range whatever their tag says: written as such, their planes can be
+    kept as they are."""
+    full = info.pix_fmt.startswith("yuvj") and pix_fmt == plain_pix_fmt(info.pix_fmt)
+    return RANGE_FULL if full else info.color_range
+
+
+def plain_pix_fmt(name: str) -> str:
+    """The pixel format without FFmpeg's JPEG (full range) alias: yuvj420p -> yuv420p. The
+    planes are the same; only the range differs, and it is carried by the colour tags."""
+    return name.replace("yuvj", "yuv", 1) if name.startswith("yuvj") else name
+
+
+def padded_size(codec: str, pix_fmt: str, width: int, height: int) -> tuple[int, int]:
+    """The size `codec` stores a width x height picture at: rounded up to whole chroma samples
+    for the encoders that need it (WHOLE_CHROMA_CODECS), else unchanged."""
+    sub_x, sub_y, _ = PLANAR_YUV.get(pix_fmt, (1, 1, None))
+    if pix_fmt in ("nv12", "p010le"):
+        sub_x, sub_y = 2, 2
+    if codec not in WHOLE_CHROMA_CODECS:
+        return width, height
+    return width + -width % sub_x, height + -height % sub_y
+
+
+def pad_planes(frame: av.VideoFrame, width: int, height: int, sub_x: int, sub_y: int,
+               dtype: type) -> None:
+    """Fill the samples of `frame` (planar YUV) beyond a width x height picture with copies of
+    its last column and row, plane by plane."""
+    for k, plane in enumerate(frame.planes):
+        fx, fy = (1, 1) if k == 0 else (sub_x, sub_y)
+        w, h = -(-width // fx), -(-height // fy)
+        a = plane_array(plane, dtype, plane.width, plane.height)
+        a[:, w:] = a[:, w - 1:w]
+        a[h:, :] = a[h - 1:h, :]
 
 
 def rotate_rect(rect: tuple[int, int, int, int], turns: int, width: int,

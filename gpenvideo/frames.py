@@ -62,6 +62,12 @@ class TrackedFace:
     raw: np.ndarray | None  # (5, 2) float32 detector landmarks; None where filled in
     smoothed: np.ndarray  # (5, 2) float32 landmarks after temporal smoothing
     score: float  # detector score (interpolated where filled in)
+    # 0..1 share of the restoration this frame gets: ramps in and out over a few frames at a
+    # track's ends and across filled-in frames of low confidence (1 elsewhere)
+    weight: float = 1.0
+    # (2, 3) float64 frame -> aligned 512-px template crop, refined by registration over time;
+    # None: align.face_transform(smoothed, 512). For a crop of S pixels use matrix * (S / 512).
+    matrix: np.ndarray | None = None
 
 
 @dataclass

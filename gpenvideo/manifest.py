@@ -11,6 +11,7 @@ its process ends in any way (Ctrl-C, crash, kill -9), so a stale lock never bloc
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -21,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from .config import RestoreConfig
+from .errors import GpenVideoError, InputError, OutputError
 
 MANIFEST_SUFFIX = ".gpenvideo.json"
 HASH_CHUNK = 1 << 20
@@ -108,11 +110,15 @@ def is_complete(output: Path, source: Path, settings: str) -> bool:
 def write_json_atomic(path: Path, doc: Any, indent: int | None = 1) -> None:
     """Write JSON so that a crash or power loss leaves either the old file or the new one."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=indent, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=indent, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -171,3 +177,47 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def filesystem_error(exc: OSError, source: Path, output: Path) -> GpenVideoError | None:
+    """A filesystem failure met while restoring `source` into `output` (or writing the lock,
+    temporary file, work folder or manifest beside it), as the one line a user acts on: it names
+    the input, the output or its folder, never our hidden working names. None when `exc` is not
+    such a failure (or concerns some other file)."""
+    code = exc.errno
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if name is not None and Path(name).resolve() == source.resolve():
+        if code in NOT_WRITABLE:
+            return InputError(f"{source}: cannot read this file ({os.strerror(code)}); "
+                              "make it readable")
+        return None
+    folder = output.parent
+    if name is not None and Path(name).resolve() in (folder.resolve(), *folder.resolve().parents):
+        if code in NOT_WRITABLE:  # creating the output folder (or one above it) was refused
+            return OutputError(f"{name}: cannot create this output folder ({os.strerror(code)}); "
+                               f"make {Path(name).parent} writable or choose another output "
+                               "folder with -o")
+        return None
+    if name is not None and Path(name).resolve().parent not in (
+            folder.resolve(), folder.resolve() / f".{output.name}.gpenvideo-work"):
+        return None  # another file (a model, a cache): not the output's fault
+    if code in NOT_WRITABLE:
+        return OutputError(f"{folder}: cannot write {output.name} in this folder "
+                           f"({os.strerror(code)}); make the folder writable or choose another "
+                           "output folder with -o")
+    if code in NO_SPACE:
+        return OutputError(f"{output}: the disk is full ({os.strerror(code)}); free space on "
+                           f"the disk holding {folder}, or write elsewhere with -o")
+    if code == errno.EFBIG:
+        return OutputError(f"{output}: the file grew larger than the filesystem holding {folder} "
+                           "or a file size limit allows (File too large); write it to another "
+                           "filesystem with -o (FAT32 holds at most 4 GB per file) or raise "
+                           "the limit (ulimit -f)")
+    if code == errno.EIO:
+        return OutputError(f"{output}: the disk holding {folder} failed to write "
+                           f"({os.strerror(code)}); check the disk or write elsewhere with -o")
+    return None

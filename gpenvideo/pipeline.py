@@ -24,11 +24,13 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from . import segments
+from . import manifest, segments
 from .config import EncodeConfig, RestoreConfig, validate
 from .decoder import Decoder, check_input_path
-from .encoder import Encoder, container_for, default_output_suffix
+from .encoder import (Encoder, check_encoder, container_for, default_output_suffix,
+                      resolve_encode)
 from .errors import Cancelled, InputError, OutputError
+from .ffmpeg_pipe import FfmpegEncoder, check_ffmpeg, ffmpeg_codec
 from .frames import Frame, VideoInfo
 from .segments import Segment
 
@@ -71,20 +73,31 @@ class IdentityStage:
 class Progress:
     """What a progress callback receives, about once a second and at the end."""
 
-    frames_done: int
+    frames_done: int  # of the whole film, resumed segments included
     frames_total: int  # 0 when unknown
-    elapsed: float  # seconds
-    faces_done: int = 0
+    elapsed: float  # seconds since this run started
+    faces_done: int = 0  # restored faces, resumed segments included
+    frames_resumed: int = 0  # of frames_done, those finished by an earlier, interrupted run
+    faces_resumed: int = 0  # of faces_done, those finished by an earlier run
 
     @property
     def fps(self) -> float:
-        return self.frames_done / self.elapsed if self.elapsed > 0 else 0.0
+        """Frames per second rendered by this run (resumed frames left out)."""
+        rendered = self.frames_done - self.frames_resumed
+        return rendered / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def faces_per_second(self) -> float:
+        """Faces per second restored by this run (resumed faces left out)."""
+        rendered = self.faces_done - self.faces_resumed
+        return rendered / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
-        if not self.frames_total or not self.frames_done:
+        """Seconds left at this run's rate; None until this run has rendered a frame."""
+        if not self.frames_total or self.frames_done <= self.frames_resumed:
             return None
-        return (self.frames_total - self.frames_done) / max(self.fps, 1e-9)
+        return max(self.frames_total - self.frames_done, 0) / max(self.fps, 1e-9)
 
 
 @dataclass
@@ -101,46 +114,114 @@ class RunSummary:
     duration: float = 0.0  # seconds of video
     segments: int = 1  # pieces the film was processed in
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
+    frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
     # per-track figures (quality.TRACK_FIELDS; "segment" added in segmented runs)
     per_track: list[dict] = field(default_factory=list)
+    encoder: str = ""  # the video encoder used (what --codec auto chose)
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames per second rendered by this run (resumed segments left out)."""
+        rendered = self.frames - self.frames_resumed
+        return rendered / self.seconds if self.seconds > 0 else 0.0
+
+
+def is_folder_name(output: str | Path) -> bool:
+    """Whether an output the user gave names a folder: one that exists, or a name ending in a
+    slash or without a suffix (`-o out/`, `-o restored`); such a folder is created when missing."""
+    text = str(output)
+    return (text.endswith(("/", os.sep)) or Path(text).is_dir()
+            or (not Path(text).suffix and not Path(text).exists()))
+
+
+def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[str]]:
+    """The default output of `source`: `<name>_restored.<ext>` in `folder` (default: beside the
+    source), and the notes to tell the user about it. An input in an old container (AVI, DV,
+    MPEG-PS, WebM ...) gets an .mkv output and a note saying so. The one naming rule, for
+    single runs and batches alike."""
+    suffix = default_output_suffix(source)
+    name = f"{source.stem}_restored{suffix}"
+    output = (folder if folder is not None else source.parent) / name
+    notes = []
+    if suffix != source.suffix.lower():
+        notes.append(f"writing {name}: the {source.suffix or 'source'} container cannot hold "
+                     "the re-encoded video with the audio copied; MKV can")
+    return output, notes
 
 
 def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[Path, list[str]]:
-    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source.
+    """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source, or in the
+    folder `output` names (see is_folder_name; `run` creates it when missing).
 
-    An input in an old container (AVI, DV, MPEG-PS ...) gets an .mkv output and a note saying so.
-    Raises OutputError if the target is the input itself, exists without `overwrite`, or its
-    folder does not exist; InputError for an output suffix whose container is not supported.
+    Returns the target and notes for the user (see output_name).
+    Raises OutputError if the target is the input itself, exists without `overwrite`, or the
+    folder of a named output file does not exist; InputError for an output suffix whose
+    container is not supported.
     """
     notes: list[str] = []
-    if output is None:
-        suffix = default_output_suffix(source)
-        output = source.with_name(f"{source.stem}_restored{suffix}")
-        if suffix != source.suffix.lower():
-            notes.append(f"writing {output.name}: the {source.suffix or 'source'} container "
-                         "cannot hold the re-encoded video with the audio copied; MKV can")
-    elif output.is_dir():
-        output = output / f"{source.stem}_restored{default_output_suffix(source)}"
+    named_file = output is not None and not is_folder_name(output)
+    if not named_file:
+        output, notes = output_name(source, output)
     if container_for(output) is None:
         raise InputError(f"{output}: unsupported output type {output.suffix!r}; "
-                         "name the output .mkv, .mp4, .mov or .m4v")
+                         "name the output .mkv, .mp4, .mov or .m4v, or a folder")
     if output.resolve() == source.resolve():
         raise OutputError(f"{output}: is the input file; choose another output name")
-    if not output.parent.is_dir():
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OutputError(f"{output}: {output.parent} is a file, not a folder; "
+                          "choose another output folder")
+    if named_file and not output.parent.is_dir():
         raise OutputError(f"{output}: the folder {output.parent} does not exist; create it first")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
     return output, notes
 
 
+PARTIAL_MARK = ".partial-"  # in the names of files being written: .NAME.partial-PID.EXT
+
+
 def temporary_path(output: Path) -> Path:
     """A name beside `output` for writing in progress (renamed over `output` when complete)."""
-    return output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
+    return output.with_name(f".{output.stem}{PARTIAL_MARK}{os.getpid()}{output.suffix}")
+
+
+def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
+    """Remove what runs killed while writing `output` left beside it (the temporary output and
+    the manifest's temporary file, `.NAME.partial-PID...`): files of processes no longer alive,
+    or, when the caller holds the output's lock (so no other run can be writing it), all of
+    them except this process's own. Returns the files removed."""
+    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
+    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
+             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
+    removed: list[Path] = []
+    try:
+        entries = list(output.parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        digits = next((path.name[len(pre):len(path.name) - len(suf)] for pre, suf in kinds
+                       if path.name.startswith(pre) and path.name.endswith(suf)), "")
+        if not digits.isdigit() or int(digits) == os.getpid():
+            continue
+        if not locked and _pid_alive(int(digits)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 StageFactory = Callable[[VideoInfo], list[Stage]]
@@ -173,11 +254,21 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     target, notes = resolve_output(source, Path(output) if output else None, overwrite)
     for note in notes:
         log.warning("%s", note)
+    target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
+    remove_stale_partials(target, locked=False)
     started = time.monotonic()
     factory = stages or (lambda info: [])
     with Decoder(source, cfg.decode) as probe:
         info = probe.info
     size = size_for(info) if size_for else (info.width, info.height)
+    # ffmpeg: any name, checked by ffmpeg_pipe
+    encode, encode_notes = dataclasses.replace(cfg.encode, codec=ffmpeg_codec(cfg.encode)), []
+    if cfg.encode.encoder == "pyav":
+        encode, encode_notes = resolve_encode(cfg.encode, info, container_for(target), size)
+    cfg = dataclasses.replace(cfg, encode=encode)  # auto decided once, for every segment
+    for note in encode_notes:
+        log.warning("%s", note)
+    notes += encode_notes
     if context is None:
         context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
@@ -188,7 +279,7 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         pieces = segments.plan(segments.scan(source), seconds, lead=2 * context,
                                tail=context + 1)
     summary = RunSummary(input=str(source), output=str(target), notes=notes,
-                         duration=info.duration or 0.0)
+                         duration=info.duration or 0.0, encoder=encode.codec)
     tmp = temporary_path(target)
     clock = _Clock(started, info.frames, progress)
     try:
@@ -232,11 +323,21 @@ class _Clock:
         self.started, self.total, self.callback = started, total, callback
         self.frames = 0  # frames written by finished pieces
         self.faces = 0
+        self.frames_resumed = 0  # of those, frames of pieces an earlier run finished
+        self.faces_resumed = 0
+
+    def resumed(self, frames: int, faces: int) -> None:
+        """Count a piece finished by an earlier run (done, but not rendered by this one)."""
+        self.frames += frames
+        self.faces += faces
+        self.frames_resumed += frames
+        self.faces_resumed += faces
 
     def report(self, frames: int = 0, faces: int = 0) -> None:
         if self.callback:
             self.callback(Progress(self.frames + frames, self.total,
-                                   time.monotonic() - self.started, self.faces + faces))
+                                   time.monotonic() - self.started, self.faces + faces,
+                                   self.frames_resumed, self.faces_resumed))
 
 
 def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: EncodeConfig,
@@ -246,10 +347,12 @@ def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: E
     to `summary` and return them."""
     with Decoder(source, cfg.decode) as decoder:
         chain = factory(decoder.info)
-        with Encoder(path, fmt, decoder.info, encode, size) as encoder:
+        kind = Encoder if encode.encoder == "pyav" else FfmpegEncoder
+        with kind(path, fmt, decoder.info, encode, size) as encoder:
             counts = _run_threads(decoder, piece, chain, encoder, cfg, clock)
         counts["corrupt_packets"] = decoder.corrupt_packets
-        notes = encoder.notes + [n for stage in chain for n in getattr(stage, "notes", [])]
+        notes = (decoder.notes + encoder.notes
+                 + [n for stage in chain for n in getattr(stage, "notes", [])])
     counts["per_track"] = [{**row, **({"segment": piece.number} if piece.end is not None
                                       or piece.number else {})}
                            for stage in chain if hasattr(stage, "track_rows")
@@ -310,8 +413,10 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
         if counts is None:
             todo.append(piece)
         else:
-            finished(counts)
+            _add_counts(summary, counts, counts.get("notes", []))
+            clock.resumed(counts["frames"], counts["faces"])
             summary.segments_resumed += 1
+            summary.frames_resumed += counts["frames"]
 
     try:
         if executor is not None:
@@ -334,6 +439,8 @@ def _run_segmented(source: Path, info: VideoInfo, target: Path, tmp: Path,
                 clock.report()
     except (Cancelled, KeyboardInterrupt):
         done = sum(1 for p in pieces if work.done(p.number) is not None)
+        if not done:
+            raise Cancelled(f"{source}: interrupted; no output was written") from None
         raise Cancelled(f"{source}: interrupted; {done} of {len(pieces)} segments are kept in "
                         f"{work.path}; run the same command again to resume") from None
     _concatenate(info, tmp, target, cfg, [work.segment_file(p.number) for p in pieces], summary)
@@ -415,7 +522,8 @@ class _Workers:
             thread.join()
 
 
-def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage], encoder: Encoder,
+def _run_threads(decoder: Decoder, piece: Segment, chain: list[Stage],
+                 encoder: Encoder | FfmpegEncoder,
                  cfg: RestoreConfig, clock: _Clock) -> dict[str, int]:
     """Run one piece through decoder -> stages -> encoder on threads; return its counts."""
     workers = _Workers()
@@ -486,6 +594,7 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     from .models import weights
     from .models.runner import GPENRunner
     from .quality import QualityStage, SelectStage, TrackLedger, chooser
+    from .register import Registrar
     from .restorer import DetectStage, RestoreStage
     from .tracker import Tracker
 
@@ -510,7 +619,8 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     def factory(info: VideoInfo) -> list[Stage]:
         ledger = TrackLedger(chooser(cfg.select.faces, cfg.select.skip_faces),
                              seconds=lambda pts: float(pts * info.time_base))
-        return [DetectStage(detector), Tracker(cfg.track), SelectStage(ledger),
+        return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
+                SelectStage(ledger),
                 RestoreStage(runner.restore, size, runner.batch_size,
                              runner.device if runner.device.type == "cuda" else None, parser),
                 QualityStage(ledger), Compositor(cfg.composite, size, strength)]
@@ -525,10 +635,25 @@ def output_size(cfg: RestoreConfig) -> SizeFor:
 
 
 def tracking_context(cfg: RestoreConfig) -> int:
-    """The `context` of the restore stages (the tracker's), without loading any model."""
+    """The `context` of the restore stages (the tracker's and, on top of it, the crop
+    registration's: a frame's crop depends on its neighbours' faces), without loading any
+    model."""
+    from .register import Registrar
     from .tracker import Tracker
 
-    return Tracker(cfg.track).context
+    return Tracker(cfg.track).context + Registrar(cfg.register).context
+
+
+def model_crop_size(cfg: RestoreConfig) -> int:
+    """The size S of the crops the chosen model restores: from the checkpoint's shapes when
+    --weights names one (its tensors are read, no model is built), else from the model's entry
+    in the weights registry (no file needed). Raises WeightsError for an unusable checkpoint."""
+    from .models import weights
+
+    if cfg.model.weights:
+        path = cfg.model.weights
+        return weights.infer_config(weights.read_state_dict(path), path).size
+    return int(weights.lookup(cfg.model.model).size or 512)
 
 
 def check_restorable(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
@@ -536,6 +661,10 @@ def check_restorable(source: str | Path, output: str | Path | None, cfg: Restore
     """Refuse a bad input or output before a model is loaded (raises what `run` would)."""
     with Decoder(source, cfg.decode):
         pass
+    if cfg.encode.encoder == "ffmpeg":
+        check_ffmpeg(cfg.encode)
+    else:
+        check_encoder(cfg.encode)
     resolve_output(Path(source), Path(output) if output else None, overwrite)
 
 
@@ -564,15 +693,19 @@ def run_chain(frames: Iterable[Frame], chain: list[Stage]) -> Iterator[Frame]:
 
 
 def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
-    """Detect and track the faces of `source`. Returns the `gpenvideo track` JSON document:
-    {"frames": [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score"}]}],
-    "per_track": [quality.TRACK_FIELDS rows, flicker None]}."""
+    """Detect and track the faces of `source` and register their crops. Returns the
+    `gpenvideo track` JSON document: {"crop_size": S, "frames": [{"pts": seconds, "faces":
+    [{"track", "box", "raw", "smoothed", "score", "transform"}]}]}, where "transform" is the
+    2x3 matrix from upright source pixels to the S x S aligned crop the restorer cuts;
+    "per_track": [quality.TRACK_FIELDS rows, flicker None]."""
     from .detector import create_detector
+    from .register import Registrar, landmark_matrix
     from .quality import QualityStage, TrackLedger
     from .restorer import DetectStage
     from .tracker import Tracker
 
     cfg = validate(cfg or RestoreConfig())
+    crop_size = model_crop_size(cfg)
     detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
     tracker = Tracker(cfg.track)
     frames_out = []
@@ -583,14 +716,18 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
             "faces": [{"track": f.track_id, "box": [round(float(v), 2) for v in f.box],
                        "raw": None if f.raw is None else np.round(f.raw, 2).tolist(),
                        "smoothed": np.round(f.smoothed, 2).tolist(),
-                       "score": round(float(f.score), 4)} for f in frame.faces]})
+                       "score": round(float(f.score), 4),
+                       "transform": [[round(float(v), 6) for v in row] for row in
+                                     (landmark_matrix(f) if f.matrix is None else f.matrix)
+                                     * (crop_size / 512)]} for f in frame.faces]})
 
     with Decoder(source, cfg.decode) as decoder:
         info = decoder.info
         quality = QualityStage(TrackLedger(seconds=lambda pts: float(pts * info.time_base)))
-        for frame in run_chain(decoder.frames(), [detect, tracker, quality]):
+        chain = [detect, tracker, Registrar(cfg.register), quality]
+        for frame in run_chain(decoder.frames(), chain):
             record(frame)
     return {"source": str(source), "width": info.width, "height": info.height,
-            "tracks": tracker.tracks_confirmed, "frames": frames_out,
+            "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out,
             "per_track": quality.track_rows()}
 

@@ -80,6 +80,15 @@ def moved(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def crop_matrix(face: TrackedFace, size: int = QUALITY_SIZE) -> np.ndarray:
+    """(2, 3) frame -> aligned crop of `size` px: the registered transform where the face has
+    one (TrackedFace.matrix, for a 512 crop), else the smoothed landmarks' similarity."""
+    matrix = getattr(face, "matrix", None)
+    if matrix is None:
+        return align.face_transform(face.smoothed, size)
+    return np.asarray(matrix, np.float64) * (size / 512.0)
+
+
 @dataclass
 class _TrackFigures:
     """What one track accumulates (private to TrackLedger)."""
@@ -148,8 +157,7 @@ class TrackLedger:
             fig.last = self.seconds(frame.pts)
             fig.frames += 1
             fig.eyes.append(float(np.linalg.norm(face.smoothed[1] - face.smoothed[0])))
-            own = grey_small(align.warp(frame.image, align.face_transform(
-                face.smoothed, QUALITY_SIZE), QUALITY_SIZE))
+            own = grey_small(align.warp(frame.image, crop_matrix(face), QUALITY_SIZE))
             following = fig.prev_index == frame.index - 1
             if following and fig.prev_src is not None:
                 dx, dy = shift_between(fig.prev_src, own, self._window)

@@ -86,7 +86,8 @@ class RestoreStage:
             matrices = [align.face_transform(face.smoothed, self.size) for face in faces]
             jobs += [(frame, face.track_id, m) for face, m in zip(faces, matrices)]
             if self.warp_device is None:
-                crops += [align.warp(image8, m, self.size, cubic=True) for m in matrices]
+                crops += [align.warp(image8, m, self.size, cubic=True, replicate=True)
+                          for m in matrices]
             else:
                 crops.append(self._warp_on_device(image8, matrices))
         if jobs:
@@ -106,10 +107,11 @@ class RestoreStage:
         return frames
 
     def _warp_on_device(self, image8: np.ndarray, matrices: list[np.ndarray]):
-        """(F, S, S, 3) uint8 tensor of one frame's crops, cut on warp_device (bicubic)."""
+        """(F, S, S, 3) uint8 tensor of one frame's crops, cut on warp_device (bicubic, the
+        frame's edge pixels repeated beyond it)."""
         import torch
 
         t = torch.from_numpy(image8).to(self.warp_device, non_blocking=True)
         t = t.permute(2, 0, 1)[None].float()
-        out = align.warp_torch(t, np.stack(matrices), self.size, cubic=True)
+        out = align.warp_torch(t, np.stack(matrices), self.size, cubic=True, replicate=True)
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

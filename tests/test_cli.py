@@ -1,0 +1,368 @@
+"""The command line as a user meets it: failures of any kind in a batch, filesystem errors,
+output folders, signals, stale files of killed runs, option checks and what is printed."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clips import make_clip
+from conftest import ROOT, shared_file
+
+from gpenvideo import batch, manifest, pipeline, segments
+from gpenvideo.cli import main
+from gpenvideo.config import DetectConfig, RestoreConfig
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden files and folders of ours (locks, partial files, work folders) under `folder`."""
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+def report_of(prefix: Path) -> dict[str, dict]:
+    doc = json.loads(prefix.with_name(prefix.name + ".json").read_text())
+    return {Path(f["input"]).name: f for f in doc["files"]}
+
+
+# -- item 2: one bad file, whatever its error, does not stop the batch ------------------------
+
+@pytest.fixture()
+def three_clips(tmp_path: Path) -> list[Path]:
+    return [make_clip(tmp_path / f"{n}.mp4", frames=3, size=(64, 48)) for n in "abc"]
+
+
+def fail_on(monkeypatch, name: str, exc: Exception) -> None:
+    """Make the restore of the input called `name` raise `exc` (an unexpected error)."""
+    real = batch._restore_one
+
+    def restore_one(source, *args, **kwargs):
+        if source.name == name:
+            raise exc
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "_restore_one", restore_one)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_reported_and_the_batch_goes_on(tmp_path, three_clips,
+                                                               monkeypatch, capsys, debug):
+    fail_on(monkeypatch, "b.mp4", ValueError("avcodec_open2 refused\nthe size"))
+    out, report = tmp_path / "out", tmp_path / "rep"
+    code = main(["restore", *map(str, three_clips), "-o", str(out), "--identity",
+                 "--report", str(report), *(["--debug"] if debug else [])])
+    assert code == 1  # an internal failure
+    assert (out / "a_restored.mp4").is_file() and (out / "c_restored.mp4").is_file()
+    assert not (out / "b_restored.mp4").exists() and not leftovers(out)
+    files = report_of(report)
+    assert [f["status"] for f in files.values()] == ["done", "failed", "done"]
+    b = files["b.mp4"]
+    assert "b.mp4: internal error: ValueError: avcodec_open2 refused the size" in b["error"]
+    assert "\n" not in b["error"]
+    assert ("Traceback" in b["traceback"]) is debug
+    csv_rows = report.with_name("rep.csv").read_text().splitlines()
+    assert len(csv_rows) == 4 and "b.mp4" in csv_rows[2] and "failed" in csv_rows[2]
+    err = capsys.readouterr().err
+    assert "gpenvideo: error:" in err and "b.mp4: internal error" in err
+    assert ("Traceback" in err) is debug
+    assert ("--debug for the traceback" in err) is not debug
+
+
+def test_a_single_failing_file_is_in_its_report(tmp_path, three_clips, monkeypatch, capsys):
+    fail_on(monkeypatch, "a.mp4", RuntimeError("boom"))
+    report = tmp_path / "one"
+    code = main(["restore", str(three_clips[0]), "--identity", "--report", str(report)])
+    assert code == 1
+    assert report_of(report)["a.mp4"]["status"] == "failed"
+    assert "internal error: RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_ctrl_c_still_stops_the_batch(tmp_path, three_clips, monkeypatch):
+    fail_on(monkeypatch, "b.mp4", KeyboardInterrupt())
+    outcomes = []
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_batch(batch.collect(three_clips, tmp_path / "out"), RestoreConfig(),
+                        identity=True, on_done=outcomes.append)
+    assert [o.status for o in outcomes] == ["done"]  # c was not started
+    assert not (tmp_path / "out" / "c_restored.mp4").exists()
+
+
+# -- item 5: filesystem failures ----------------------------------------------------------------
+
+def refuse_writes_in(monkeypatch, folder: Path, code: int) -> None:
+    """Make creating any file in `folder` fail with `code` (as a read-only folder does; the
+    tests run as root, where chmod does not stop writes)."""
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and flags & os.O_CREAT:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("where", ["output", "input"])
+def test_a_read_only_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys, where):
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    src = make_clip(src_dir / "film.mp4", frames=3, size=(64, 48))
+    # an input folder that is read-only matters for the default output beside the input
+    folder = out_dir if where == "output" else src_dir
+    refuse_writes_in(monkeypatch, folder, errno.EROFS)
+    args = ["-o", str(out_dir) + "/"] if where == "output" else []
+    code = main(["restore", str(src), *args, "--identity"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"gpenvideo: error: {folder}: cannot write film_restored.mp4 in this "
+                          "folder (Read-only file system)")
+    assert "-o" in err and "lock" not in err and "partial" not in err
+    assert sorted(os.listdir(src_dir)) == ["film.mp4"] and os.listdir(out_dir) == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
+    real_mkdir = os.mkdir
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == tmp_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    assert main(["restore", str(src), "-o", str(tmp_path / "new" / "er") + "/",
+                 "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpenvideo: error: {tmp_path / 'new'}: cannot create this output folder "
+                   f"(Permission denied); make {tmp_path} writable or choose another output "
+                   "folder with -o")
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
+def test_a_file_too_large_fails_that_file_only(tmp_path, capsys):
+    """A real EFBIG (RLIMIT_FSIZE with SIGXFSZ ignored) in the middle of a segmented film."""
+    noise = np.random.default_rng(0).integers(0, 256, (75, 144, 192, 3), dtype=np.uint8)
+    big = make_clip(tmp_path / "big.mkv", frames=75, size=(192, 144), gop=10,
+                    image_fn=lambda i: noise[i])
+    small = make_clip(tmp_path / "small.mkv", frames=3, size=(32, 24))
+    out = tmp_path / "out"
+    limit = max(small.stat().st_size * 4, 100_000)
+    assert big.stat().st_size > 3 * limit  # the first segment alone passes the limit
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        code = main(["restore", str(big), str(small), "-o", str(out), "--identity",
+                     "--crf", "0", "--segment-seconds", "1", "--report",
+                     str(tmp_path / "rep")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    files = report_of(tmp_path / "rep")
+    assert code == 2
+    assert files["small.mkv"]["status"] == "done" and (out / "small_restored.mkv").is_file()
+    failed = files["big.mkv"]
+    assert failed["status"] == "failed" and failed["exit_code"] == 2
+    assert failed["error"].startswith(f"{out / 'big_restored.mkv'}: the file grew larger")
+    assert "partial" not in failed["error"] and "seg-" not in failed["error"]
+    assert not (out / "big_restored.mkv").exists() and not leftovers(out)
+    assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_full_disk_at_the_manifest_leaves_no_output(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no file name, as os.write
+
+    monkeypatch.setattr(manifest, "write_json_atomic", full)
+    assert main(["restore", str(src), "--identity"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'film_restored.mp4'}: the disk is full" in err
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
+def test_errors_of_other_files_are_not_blamed_on_the_output(tmp_path):
+    out = tmp_path / "o" / "x.mp4"
+    src = tmp_path / "in.mp4"
+    elsewhere = OSError(errno.EACCES, "Permission denied", "/root/.cache/model.pth")
+    assert manifest.filesystem_error(elsewhere, src, out) is None
+    unreadable = OSError(errno.EACCES, "Permission denied", str(src))
+    assert "cannot read this file" in str(manifest.filesystem_error(unreadable, src, out))
+    assert manifest.filesystem_error(OSError(errno.EINVAL, "x"), src, out) is None
+
+
+# -- item 6: -o out/ ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["out/", "restored", "deep/er/"])
+def test_output_folder_is_created(tmp_path, name, capsys):
+    src = make_clip(tmp_path / "film.avi", frames=3, size=(64, 48), codec="mpeg4")
+    target = tmp_path / name
+    assert main(["restore", str(src), "-o", str(target) + ("/" if name.endswith("/") else ""),
+                 "--identity"]) == 0
+    assert (target / "film_restored.mkv").is_file()
+
+
+def test_a_failed_file_leaves_no_new_output_folder(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500)
+    assert main(["restore", str(bad), "-o", str(tmp_path / "new" / "er") + "/",
+                 "--identity"]) == 2
+    assert not (tmp_path / "new").exists()
+
+
+def test_library_output_folder(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
+    summary = pipeline.run(src, tmp_path / "made", RestoreConfig())
+    assert Path(summary.output) == tmp_path / "made" / "film_restored.mp4"
+    assert Path(summary.output).is_file()
+
+
+# -- item 8: small things a user notices ---------------------------------------------------------
+
+def test_opencv_says_nothing_when_the_detector_is_made(capfd):
+    from gpenvideo.detector import create_detector
+
+    weights = shared_file("weights")
+    detector = create_detector(DetectConfig(), str(weights))
+    detector.detect([np.zeros((64, 64, 3), np.uint8)])
+    assert "WARN" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("argv, see", [
+    ([], "see gpenvideo --help"),
+    (["restore"], "see gpenvideo restore --help"),
+    (["weights", "list", "--bogus"], "see gpenvideo weights list --help"),
+])
+def test_usage_errors_point_at_the_right_help(capsys, argv, see):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert err.endswith(f"({see})")
+
+
+@pytest.mark.parametrize("option", ["--max-faces", "--min-face-size", "--batch-size"])
+def test_negative_counts_are_refused(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", str(tmp_path / "x.mp4"), option, "-1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert f"argument {option}: -1 is not valid: give 0 or more" in err
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_the_mkv_note_is_printed_for_single_files_and_batches(tmp_path, capsys, several):
+    clips = [make_clip(tmp_path / f"{n}.avi", frames=3, size=(64, 48), codec="mpeg4")
+             for n in ("a", "b")[:1 + several]]
+    assert main(["restore", *map(str, clips), "--identity"]) == 0
+    out = capsys.readouterr()
+    for clip in clips:
+        note = f"writing {clip.stem}_restored.mkv: the .avi container cannot hold"
+        assert note in out.err and f"note: {note}" in out.out
+        assert (tmp_path / f"{clip.stem}_restored.mkv").is_file()
+    doc = json.loads(manifest.manifest_path(tmp_path / "a_restored.mkv").read_text())
+    assert any("MKV can" in w for w in doc["summary"]["warnings"])
+
+
+def test_progress_after_a_resume_counts_only_frames_rendered_now(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", seconds=4, size=(64, 48), gop=25)
+    out = tmp_path / "out.mp4"
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=1)
+
+    def stop_after_a_segment(p: pipeline.Progress) -> None:
+        if p.frames_done > 25:  # during or after the second segment
+            raise KeyboardInterrupt
+
+    with pytest.raises(Exception, match="interrupted"):
+        pipeline.run(src, out, cfg, progress=stop_after_a_segment)
+    work = segments.WorkFolder(out)
+    resumed = sum(json.loads(f.read_text())["frames"] for f in work.path.glob("seg-*.json"))
+    assert 25 <= resumed < 100
+
+    seen: list[pipeline.Progress] = []
+    summary = pipeline.run(src, out, cfg, progress=seen.append)
+    assert summary.frames == 100 and summary.frames_resumed == resumed
+    assert summary.fps == pytest.approx((100 - resumed) / summary.seconds)
+    assert all(p.frames_resumed == resumed for p in seen)
+    last = seen[-1]
+    assert last.frames_done == 100
+    assert last.fps == pytest.approx((100 - resumed) / last.elapsed)
+    early = pipeline.Progress(frames_done=60, frames_total=100, elapsed=2.0, frames_resumed=50)
+    assert early.fps == 5.0 and early.eta == 8.0  # not 30 fps and 1.3 s
+    assert pipeline.Progress(50, 100, 1.0, frames_resumed=50).eta is None
+
+
+SLOW_RUN = """
+import sys, time
+from gpenvideo import encoder
+from gpenvideo.cli import main
+mux = encoder.Encoder._mux_video
+def slow(self, packets):  # slow muxing: the partial file exists for a while
+    for packet in packets:
+        time.sleep(0.03)
+        mux(self, [packet])
+encoder.Encoder._mux_video = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", seconds=3, size=(64, 48), gop=25)
+    out = tmp_path / "out.mp4"
+    work = segments.WorkFolder(out).path
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, "restore", str(src), "-o", str(out), "--identity",
+         "--segment-seconds", "1", "--quiet"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    # in the middle of the second segment: the first is finished, the second partly written
+    while not (list(work.glob(".seg-00001.partial-*")) and child.poll() is None):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.1)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpenvideo: stopped by SIGTERM")
+    assert sorted(p.name for p in work.iterdir()) == ["plan.json", "seg-00000.json",
+                                                      "seg-00000.mov"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [work.name]
+    assert not out.exists()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_stale_partial_files_of_killed_runs_are_removed(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(64, 48))
+    target = tmp_path / "film_restored.mp4"
+    live, dead = os.getppid(), dead_pid()
+    stale = [tmp_path / f".film_restored.partial-{dead}.mp4",
+             tmp_path / f".film_restored.mp4.gpenvideo.json.partial-{dead}"]
+    running = tmp_path / f".film_restored.partial-{live}.mp4"
+    other = tmp_path / f".film_restored.partial-{dead}.mkv"  # another output's
+    for path in [*stale, running, other]:
+        path.write_bytes(b"x")
+
+    pipeline.run(src, target, RestoreConfig())  # no lock: only dead processes' files
+    assert not any(p.exists() for p in stale) and running.exists() and other.exists()
+
+    # under the output's lock (as every CLI run is) no other run can be writing it
+    outcomes = batch.run_batch(batch.collect([src], None), RestoreConfig(), identity=True,
+                               overwrite=True)
+    assert outcomes[0].status == "done"
+    assert not running.exists() and other.exists()

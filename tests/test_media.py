@@ -1,0 +1,161 @@
+"""Media edge cases a user meets first: odd-size and full-range captures, cut-off files,
+ProRes sources, encoders that exist (NVENC) and the decoder's colour scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from clips import make_clip
+from test_io import identity, stored_planes
+
+from gpenvideo.cli import main
+from gpenvideo.config import EncodeConfig, RestoreConfig
+from gpenvideo.decoder import Decoder
+from gpenvideo.encoder import Encoder, probe_encoder
+
+
+def test_odd_size_full_range_capture_keeps_every_pixel(tmp_path):
+    # a capture card's MJPEG (yuvj420p, full range) AVI with PCM audio, odd size
+    src = make_clip(tmp_path / "cap.avi", frames=3, size=(161, 97), codec="mjpeg",
+                    pix_fmt="yuvj420p", audio=1, audio_codec="pcm_s16le")
+    summary = identity(src, cfg=RestoreConfig().replace("encode", crf=0))  # lossless x264
+    assert summary.encoder == "libx264"
+    assert any("162x98" in n and "161x97" in n for n in summary.notes)
+    with av.open(summary.output) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (162, 98)
+        assert int(next(c.decode(v)).color_range) == 2  # still full range
+    for a, b in zip(stored_planes(src), stored_planes(Path(summary.output)), strict=True):
+        assert np.array_equal(a[0], b[0][:97, :161])  # luma exact, and the pad repeats the edge
+        assert np.array_equal(b[0][:, 161], b[0][:, 160]) and np.array_equal(b[0][97], b[0][96])
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])  # 81x49 chroma
+
+
+def test_full_range_source_is_bit_exact_with_ffv1(tmp_path):
+    src = make_clip(tmp_path / "cap.avi", frames=3, size=(161, 97), codec="mjpeg",
+                    pix_fmt="yuvj420p")
+    summary = identity(src, cfg=RestoreConfig().replace("encode", codec="ffv1"))
+    assert not any("repeated" in n for n in summary.notes)  # FFV1 keeps the odd size
+    before, after = stored_planes(src), stored_planes(Path(summary.output))
+    assert len(before) == len(after) == 3
+    for a, b in zip(before, after, strict=True):
+        assert all(np.array_equal(pa, pb) for pa, pb in zip(a, b, strict=True))
+
+
+def faststart(src: Path, dst: Path) -> Path:
+    """`src` remuxed with the index (moov) first, as web and camera MP4s are."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mpg"])
+def test_a_cut_off_film_is_restored_as_far_as_it_goes_and_says_so(tmp_path, suffix):
+    mpg = suffix == ".mpg"
+    whole = make_clip(tmp_path / f"whole{suffix}", frames=150, size=(96, 64),
+                      codec="mpeg2video" if mpg else "libx264", audio=0 if mpg else 1)
+    if suffix == ".mp4":
+        whole = faststart(whole, tmp_path / "fs.mp4")
+    complete = identity(whole, tmp_path / "complete.mkv")
+    assert not any("cut off" in n for n in complete.notes)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[:int(len(data) * 0.3)])
+    summary = identity(cut, tmp_path / "restored.mkv")
+    assert 10 < summary.frames < 100
+    assert Path(summary.output).exists()
+    assert sum("cut off" in n for n in summary.notes) == 1, summary.notes
+
+
+def test_prores_422_ten_bit_source_gets_a_codec_players_open(tmp_path):
+    src = make_clip(tmp_path / "edit.mov", frames=3, size=(96, 64), codec="prores_ks",
+                    pix_fmt="yuv422p10le")
+    as_mov = identity(src)  # beside the source: .mov, ProRes 422 HQ like the source
+    with av.open(as_mov.output) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.name, cc.pix_fmt) == ("prores", "yuv422p10le")
+    assert as_mov.encoder == "prores_ks" and any("ProRes" in n for n in as_mov.notes)
+    as_mkv = identity(src, tmp_path / "o.mkv")  # elsewhere H.264 High 4:2:0 8-bit
+    with av.open(as_mkv.output) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.name, cc.pix_fmt, cc.profile) == ("h264", "yuv420p", "High")
+    assert any("4:2:0 8-bit" in n for n in as_mkv.notes)
+
+
+@pytest.mark.skipif(probe_encoder("h264_nvenc") is None, reason="NVENC works on this machine")
+def test_nvenc_where_there_is_none_is_one_line_naming_what_to_use(tmp_path, capsys):
+    src = make_clip(tmp_path / "a.mp4", frames=3, size=(64, 48))
+    code = main(["restore", str(src), "--identity", "--codec", "h264_nvenc", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "h264_nvenc" in err[0] and "--codec libx264" in err[0]
+    assert not (tmp_path / "a_restored.mp4").exists()
+    # auto falls back to libx264, and the end-of-run line says so
+    assert main(["restore", str(src), "--identity"]) == 0
+    assert "encoded with libx264" in capsys.readouterr().out
+
+
+def planes_clip(path: Path, y: np.ndarray, u: np.ndarray, v: np.ndarray,
+                pix_fmt: str = "yuv420p") -> Path:
+    """A one-frame FFV1 clip whose stored planes are exactly y, u, v (uint8)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = y.shape[1], y.shape[0], pix_fmt
+        frame = av.VideoFrame(y.shape[1], y.shape[0], pix_fmt)
+        for plane, data in zip(frame.planes, (y, u, v), strict=True):
+            rows = np.frombuffer(plane, np.uint8).reshape(plane.height, -1)
+            rows[:, :plane.width] = data
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_grey_levels_decode_to_the_exact_full_range_value(tmp_path):
+    # limited-range Y decodes to (Y - 16) * 255 / 219 rounded: swscale's 16-bit RGB scale
+    # (white at 255 * 256) must be undone exactly, else pictures come out up to 0.4 levels
+    # dark (white 254)
+    y = np.repeat(np.arange(16, 236, dtype=np.uint8)[None], 4, 0)  # 220 x 4, every level
+    chroma = np.full((2, 110), 128, np.uint8)
+    src = planes_clip(tmp_path / "g.mkv", y, chroma, chroma)
+    with Decoder(src) as dec:
+        image = next(dec.frames()).image
+    exact = (y.astype(float) - 16) * 255 / 219
+    for k in range(3):  # rounded to the nearest level (swscale's fixed point: within 0.01)
+        assert np.abs(image[..., k] - exact).max() < 0.51
+    assert image[:, -1].min() == 255 and image[:, 0].max() == 0
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_pixels_changed_at_the_edge_of_an_odd_picture_are_padded_with_it(tmp_path, rotation):
+    # a face pasted against the right and bottom edges of an odd-size 4:2:0 picture: the
+    # repeated column and row follow what was pasted, the rest stays as decoded
+    src = make_clip(tmp_path / "o.mkv", frames=2, size=(97, 65), codec="ffv1",
+                    rotation=rotation)
+    out = tmp_path / "x.mkv"
+    with Decoder(src) as dec, Encoder(out, "matroska", dec.info,
+                                      EncodeConfig(codec="libx264", crf=0, audio=False)) as enc:
+        h, w = dec.info.height, dec.info.width
+        for frame in dec.frames():
+            mask = np.zeros((h, w), bool)
+            mask[h // 2:, w // 2:] = True
+            frame.image[mask] = (30, 220, 60)
+            frame.changed.append((0, 0, mask))
+            enc.write(frame)
+    for a, b in zip(stored_planes(src), stored_planes(out), strict=True):
+        y_in, y_out = a[0], b[0]
+        assert y_out.shape == (66, 98)
+        assert np.array_equal(y_out[:, 97], y_out[:, 96]) and np.array_equal(y_out[65], y_out[64])
+        assert not np.array_equal(y_in, y_out[:65, :97])  # the paste arrived
+        # away from the pasted corner (and its chroma block) the decoder's planes are kept
+        untouched = np.ones((65, 97), bool)
+        painted = np.zeros((h, w), bool)
+        painted[h // 2 - 2:, w // 2 - 2:] = True
+        untouched &= ~np.rot90(painted, (-rotation // 90) % 4)
+        assert np.array_equal(y_in[untouched], y_out[:65, :97][untouched])
