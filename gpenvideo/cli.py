@@ -17,6 +17,7 @@ from . import __version__
 from .config import (CODECS, DETECTORS, ENCODERS, MASKS, MODELS, PRECISIONS, RestoreConfig,
                      load_config, validate)
 from .errors import Cancelled, GpenVideoError, InputError
+from .quality import format_track_table
 
 # Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
 # a closed terminal (SIGHUP). The exit code is 128 + the signal's number, as the shell reports.
@@ -82,6 +83,38 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
+def _ids(text: str) -> tuple[int, ...]:
+    """'1,3' -> (1, 3): track ids for --faces / --skip-faces."""
+    try:
+        ids = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        ids = ()
+    if not ids or min(ids) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give track ids (1, 2, ...) separated by "
+                                         "commas, as `gpenvideo track` shows them")
+    return ids
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
+    p.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
+    p.add_argument("--batch-size", type=_count(0),
+                   help="faces per GPU batch (default 0: from memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+
+
+def _add_composite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upscale", type=int, choices=(1, 2, 4),
+                   help="output at N times the size: Lanczos background, faces from the "
+                        "model's full resolution (default 1)")
+    p.add_argument("--no-color-match", action="store_true",
+                   help="keep GPEN's own face colours instead of the source's")
+    p.add_argument("--mask", choices=MASKS,
+                   help="template: a soft ellipse (default); parsing: the face's own outline "
+                        "from facexlib's ParseNet, hair and hands left as they were")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgParser(prog="gpenvideo",
                         description="Restore faces in videos with GPEN, keeping audio and timing.")
@@ -124,23 +157,39 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-audio", action="store_true", help="leave audio and subtitles out")
     r.add_argument("--identity", action="store_true",
                    help="decode and re-encode only, no face work (checks I/O and timing)")
-    r.add_argument("--model", choices=MODELS, help="GPEN model (default gpen-bfr-2048)")
-    r.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
-    r.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
-    r.add_argument("--batch-size", type=_count(0),
-                   help="faces per GPU batch (default 0: from memory)")
-    r.add_argument("--compile", action="store_true", help="torch.compile the network")
+    _add_model(r)
     r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
-    r.add_argument("--upscale", type=int, choices=(1, 2, 4),
-                   help="output at N times the size: Lanczos background, faces from the "
-                        "model's full resolution (default 1)")
-    r.add_argument("--no-color-match", action="store_true",
-                   help="keep GPEN's own face colours instead of the source's")
-    r.add_argument("--mask", choices=MASKS,
-                   help="template: a soft ellipse (default); parsing: the face's own outline "
-                        "from facexlib's ParseNet, hair and hands left as they were")
+    r.add_argument("--faces", type=_ids, metavar="IDS",
+                   help="restore only these tracks, e.g. 1,3 (ids as `gpenvideo track` shows "
+                        "them); the others pass through untouched")
+    r.add_argument("--skip-faces", type=_ids, metavar="IDS",
+                   help="leave these tracks untouched, e.g. 2")
+    _add_composite(r)
     _add_detect(r)
     _add_common(r)
+
+    v = sub.add_parser("preview", help="restore a few moments and show them before | after in "
+                                       "a contact sheet (PNG)")
+    v.add_argument("input", type=Path, help="video file")
+    v.add_argument("-o", "--output", type=Path,
+                   help="the sheet, .png (default <name>_preview.png beside the input)")
+    v.add_argument("--count", type=int, default=6,
+                   help="moments spread over the film where faces are (default 6)")
+    v.add_argument("--at", help="these moments instead, e.g. 0:12,1:40.5 (m:ss or seconds)")
+    v.add_argument("--strength", help="share of the restored face, 0-1; several, e.g. "
+                                      "0.5,0.8,1, give one 'after' column each")
+    v.add_argument("--clip", type=float, default=0.0, metavar="SECONDS",
+                   help="also write a side-by-side MP4 (before | after) of this many seconds "
+                        "at the first moment, beside the sheet")
+    v.add_argument("--tracks", type=Path, metavar="JSON",
+                   help="the output of `gpenvideo track` for this film: faces are labelled with "
+                        "its whole-film track ids, the ids --faces/--skip-faces take")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing sheet/clip")
+    _add_decode(v)
+    _add_model(v)
+    _add_composite(v)
+    _add_detect(v)
+    _add_common(v)
 
     t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
     t.add_argument("input", type=Path, help="video file")
@@ -203,6 +252,9 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
     for arg in ("weights", "weights_dir"):
         if getattr(args, arg, None) is not None:
             cfg = cfg.replace("model", **{arg: str(getattr(args, arg))})
+    for arg in ("faces", "skip_faces"):
+        if getattr(args, arg, None) is not None:
+            cfg = cfg.replace("select", **{arg: getattr(args, arg)})
     if getattr(args, "compile", False):
         cfg = cfg.replace("model", compile=True)
     if getattr(args, "no_audio", False):
@@ -277,6 +329,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
                   f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
                   + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+            if outcome.per_track and not (several or args.report):
+                print(format_track_table(outcome.per_track))
             for note in outcome.warnings:
                 print(f"  note: {note}")
         elif outcome.status == "skipped":
@@ -364,10 +418,41 @@ def cmd_track(args: argparse.Namespace) -> int:
         raise error from exc
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
+        print(format_track_table(doc["per_track"], flicker=False))
     return 0
 
 
-COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track}
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import clock, parse_strengths, parse_times, preview
+
+    strengths = parse_strengths(args.strength) if args.strength else None
+    args.strength = strengths[0] if strengths else None
+    cfg = config_from_args(args)
+    at = parse_times(args.at) if args.at else None
+    result = preview(args.input, args.output, cfg, count=args.count, at=at, strengths=strengths,
+                     clip=args.clip, overwrite=args.overwrite, tracks=args.tracks)
+    if not args.quiet:
+        faces = sum(len(m.faces) for m in result.moments)
+        with_faces = sum(1 for m in result.moments if m.faces)
+        print(f"wrote {result.sheet}: {len(result.moments)} moments ({with_faces} with faces), "
+              f"{faces} faces; {result.decoded} frames decoded in {result.seconds:.1f} s")
+        if result.clip:
+            print(f"wrote {result.clip}: before | after, {args.clip:g} s from "
+                  f"{clock(result.moments[0].seconds)}")
+            if result.per_track:
+                print(format_track_table(result.per_track))
+        for note in result.notes:
+            print(f"  note: {note}")
+        print(f"a full restore of {args.input.name} would take about {_hms(result.estimate)} "
+              "on this machine at the speed just measured (encoding not included)")
+        if not args.tracks:
+            print("track ids (#N) are this preview's own; for the whole-film ids that "
+                  "--faces/--skip-faces take, run `gpenvideo track` and pass --tracks")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track,
+            "preview": cmd_preview}
 
 
 def _stop_on_signals(received: list[int]) -> dict[int, object]:

@@ -119,6 +119,16 @@ class CompositeConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    faces: tuple[int, ...] = ()  # restore only these track ids (as `track` shows them); empty: all
+    skip_faces: tuple[int, ...] = ()  # leave these track ids as they are (bit for bit)
+
+    def __post_init__(self) -> None:  # TOML gives lists; keep tuples (hashable, comparable)
+        for name in ("faces", "skip_faces"):
+            object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     queue_size: int = 16  # frames held between two stages (bounds memory)
     progress: bool = True  # progress bar on stderr when it is a terminal
@@ -135,6 +145,7 @@ class RestoreConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def replace(self, section: str, **changes: Any) -> RestoreConfig:
@@ -171,6 +182,10 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
     if cfg.pipeline.segment_seconds < 0:
         raise InputError(f"--segment-seconds {cfg.pipeline.segment_seconds:g} is not valid: "
                          "give 0 (no segments) or more")
+    for option, ids in (("--faces", cfg.select.faces), ("--skip-faces", cfg.select.skip_faces)):
+        if any(i < 1 for i in ids):
+            raise InputError(f"{option} {','.join(map(str, ids))} is not valid: give track ids "
+                             "(1, 2, ...) as `gpenvideo track` or `gpenvideo preview` show them")
     if cfg.track.smoothing_window < 1 or cfg.track.smoothing_window % 2 == 0:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:

@@ -116,6 +116,8 @@ class RunSummary:
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+    # per-track figures (quality.TRACK_FIELDS; "segment" added in segmented runs)
+    per_track: list[dict] = field(default_factory=list)
     encoder: str = ""  # the video encoder used (what --codec auto chose)
 
     @property
@@ -271,6 +273,8 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         context = max((getattr(stage, "context", 0) for stage in factory(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
     seconds = cfg.pipeline.segment_seconds
+    if cfg.select.faces or cfg.select.skip_faces:
+        seconds = _whole_film_for_selection(source, cfg, executor, info, notes)
     if seconds > 0 and (info.duration or 0) > seconds * 1.25:
         pieces = segments.plan(segments.scan(source), seconds, lead=2 * context,
                                tail=context + 1)
@@ -293,6 +297,23 @@ def run(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
         summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _whole_film_for_selection(source: Path, cfg: RestoreConfig,
+                              executor: SegmentExecutor | None, info: VideoInfo,
+                              notes: list[str]) -> float:
+    """Segment length for a run with --faces/--skip-faces: 0 (one piece). Track ids are those
+    of a whole-film tracking pass (`gpenvideo track`); a segment's tracker starts mid-film and
+    numbers its tracks afresh, so the ids chosen could name other faces there.
+    Raises InputError with an executor (which always renders segments)."""
+    if executor is not None:
+        raise InputError(f"{source}: --faces/--skip-faces name whole-film track ids, which "
+                         "segments rendered on Ray do not share; leave out --ray or the choice")
+    seconds = cfg.pipeline.segment_seconds
+    if seconds > 0 and (info.duration or 0) > seconds * 1.25:
+        notes.append("--faces/--skip-faces: the film runs in one piece (no segments, no "
+                     "resume) so that track ids are the whole-film ids `gpenvideo track` shows")
+    return 0.0
 
 
 class _Clock:
@@ -321,7 +342,7 @@ class _Clock:
 
 def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: EncodeConfig,
                piece: Segment, factory: StageFactory, size: tuple[int, int], clock: _Clock,
-               summary: RunSummary) -> dict[str, int]:
+               summary: RunSummary) -> dict[str, Any]:
     """Decode one segment (or the whole film) through fresh stages into `path`; add its counts
     to `summary` and return them."""
     with Decoder(source, cfg.decode) as decoder:
@@ -332,15 +353,20 @@ def _run_piece(source: Path, path: Path, fmt: str, cfg: RestoreConfig, encode: E
         counts["corrupt_packets"] = decoder.corrupt_packets
         notes = (decoder.notes + encoder.notes
                  + [n for stage in chain for n in getattr(stage, "notes", [])])
+    counts["per_track"] = [{**row, **({"segment": piece.number} if piece.end is not None
+                                      or piece.number else {})}
+                           for stage in chain if hasattr(stage, "track_rows")
+                           for row in stage.track_rows()]
     _add_counts(summary, counts, notes)
     return counts
 
 
-def _add_counts(summary: RunSummary, counts: dict[str, int], notes: list[str]) -> None:
+def _add_counts(summary: RunSummary, counts: dict[str, Any], notes: list[str]) -> None:
     summary.frames += counts["frames"]
     summary.faces += counts["faces"]
     summary.tracks += counts["tracks"]
     summary.corrupt_packets += counts["corrupt_packets"]
+    summary.per_track += counts.get("per_track", [])
     summary.notes += [n for n in notes if n not in summary.notes]
 
 
@@ -567,6 +593,7 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     from .detector import create_detector
     from .models import weights
     from .models.runner import GPENRunner
+    from .quality import QualityStage, SelectStage, TrackLedger, chooser
     from .register import Registrar
     from .restorer import DetectStage, RestoreStage
     from .tracker import Tracker
@@ -591,11 +618,14 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     cuda = runner.device.type == "cuda"  # the face path runs on the GPU with GPEN
 
     def factory(info: VideoInfo) -> list[Stage]:
+        ledger = TrackLedger(chooser(cfg.select.faces, cfg.select.skip_faces),
+                             seconds=lambda pts: float(pts * info.time_base))
         return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
+                SelectStage(ledger),
                 RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
                              runner.batch_size, runner.device if cuda else None, parser,
                              cfg.composite, strength),
-                Compositor(cfg.composite, size, strength)]
+                QualityStage(ledger), Compositor(cfg.composite, size, strength)]
 
     return factory, output_size(cfg)
 
@@ -668,9 +698,11 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     """Detect and track the faces of `source` and register their crops. Returns the
     `gpenvideo track` JSON document: {"crop_size": S, "frames": [{"pts": seconds, "faces":
     [{"track", "box", "raw", "smoothed", "score", "transform"}]}]}, where "transform" is the
-    2x3 matrix from upright source pixels to the S x S aligned crop the restorer cuts."""
+    2x3 matrix from upright source pixels to the S x S aligned crop the restorer cuts;
+    "per_track": [quality.TRACK_FIELDS rows, flicker None]."""
     from .detector import create_detector
     from .register import Registrar, landmark_matrix
+    from .quality import QualityStage, TrackLedger
     from .restorer import DetectStage
     from .tracker import Tracker
 
@@ -693,8 +725,11 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
 
     with Decoder(source, cfg.decode) as decoder:
         info = decoder.info
-        for frame in run_chain(decoder.frames(), [detect, tracker, Registrar(cfg.register)]):
+        quality = QualityStage(TrackLedger(seconds=lambda pts: float(pts * info.time_base)))
+        chain = [detect, tracker, Registrar(cfg.register), quality]
+        for frame in run_chain(decoder.frames(), chain):
             record(frame)
     return {"source": str(source), "width": info.width, "height": info.height,
-            "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out}
+            "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out,
+            "per_track": quality.track_rows()}
 
