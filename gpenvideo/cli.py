@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
     r.add_argument("--batch-size", type=int, help="faces per GPU batch (default: from memory)")
     r.add_argument("--compile", action="store_true", help="torch.compile the network")
+    r.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the models and OpenCV (default: the cores there are; "
+                        "the output is the same for any N)")
     r.add_argument("--strength", type=float, help="share of the restored face, 0-1")
     r.add_argument("--upscale", type=int, choices=(1, 2, 4),
                    help="output at N times the size: Lanczos background, faces from the "
@@ -143,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "mask": ("composite", "mask"),
         "segment_seconds": ("pipeline", "segment_seconds"),
         "resume": ("pipeline", "resume"),
+        "threads": ("pipeline", "threads"),
     }
     for arg, (section, key) in mapping.items():
         value = getattr(args, arg, None)

@@ -462,6 +462,9 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     from .restorer import DetectStage, RestoreStage
     from .tracker import Tracker
 
+    from . import threads
+
+    threads.configure(cfg.pipeline.threads)
     mcfg = cfg.model
     if mcfg.weights:
         checkpoint, strength = Path(mcfg.weights), 1.0
@@ -541,7 +544,10 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     from .restorer import DetectStage
     from .tracker import Tracker
 
+    from . import threads
+
     cfg = validate(cfg or RestoreConfig())
+    threads.configure(cfg.pipeline.threads)
     detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
     tracker = Tracker(cfg.track)
     frames_out = []
