@@ -100,8 +100,11 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, help="any GPEN checkpoint (overrides --model)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto (fp16 on CUDA), fp32, fp16, bf16")
     p.add_argument("--batch-size", type=_count(0),
-                   help="faces per GPU batch (default 0: from memory)")
+                   help="faces per GPEN batch (default 0: 1 on a CPU, from the GPU's memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--threads", type=_count(0), metavar="N",
+                   help="CPU threads for the models and OpenCV (default 0: the cores there are; "
+                        "the output is the same for any N)")
 
 
 def _add_composite(p: argparse.ArgumentParser) -> None:
@@ -244,6 +247,7 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
         "mask": ("composite", "mask"),
         "segment_seconds": ("pipeline", "segment_seconds"),
         "resume": ("pipeline", "resume"),
+        "threads": ("pipeline", "threads"),
     }
     for arg, (section, key) in mapping.items():
         value = getattr(args, arg, None)

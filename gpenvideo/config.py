@@ -104,7 +104,9 @@ class ModelConfig:
     weights_dir: str | None = None  # an extra folder searched first for checkpoints and detectors
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
-    batch_size: int = 0  # faces per GPU batch; 0 chooses from free memory
+    # faces per GPEN call; 0: 1 on the CPU, from the GPU's total memory on a GPU. Every call
+    # is padded to this size, so results depend on it (and on nothing else of the run)
+    batch_size: int = 0
     channels_last: bool = True  # NHWC memory format on CUDA (faster convolutions)
     compile: bool = False  # torch.compile the network (slow start, faster steady state)
 
@@ -134,6 +136,9 @@ class PipelineConfig:
     progress: bool = True  # progress bar on stderr when it is a terminal
     segment_seconds: float = 60.0  # long films run in resumable segments of about this length; 0: off
     resume: bool = True  # keep the finished segments of an interrupted run and go on after them
+    # CPU threads for torch and OpenCV; 0: from the cores this process may use (threads.plan).
+    # Speed only: the output does not depend on it.
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,9 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         if any(i < 1 for i in ids):
             raise InputError(f"{option} {','.join(map(str, ids))} is not valid: give track ids "
                              "(1, 2, ...) as `gpenvideo track` or `gpenvideo preview` show them")
+    if cfg.pipeline.threads < 0:
+        raise InputError(f"--threads {cfg.pipeline.threads} is not valid: give 0 (from the "
+                         "cores) or more")
     if cfg.track.smoothing_window < 1 or cfg.track.smoothing_window % 2 == 0:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:

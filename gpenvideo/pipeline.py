@@ -598,6 +598,9 @@ def build_restore_stages(cfg: RestoreConfig) -> tuple[StageFactory, SizeFor]:
     from .restorer import DetectStage, RestoreStage
     from .tracker import Tracker
 
+    from . import threads
+
+    threads.configure(cfg.pipeline.threads)
     mcfg = cfg.model
     if mcfg.weights:
         checkpoint, strength = Path(mcfg.weights), 1.0
@@ -706,7 +709,10 @@ def track_video(source: str | Path, cfg: RestoreConfig | None = None) -> dict:
     from .restorer import DetectStage
     from .tracker import Tracker
 
+    from . import threads
+
     cfg = validate(cfg or RestoreConfig())
+    threads.configure(cfg.pipeline.threads)
     crop_size = model_crop_size(cfg)
     detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
     tracker = Tracker(cfg.track)
