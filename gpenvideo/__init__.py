@@ -10,10 +10,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import load_gpen, restore_video, track_video
-from .config import RestoreConfig, load_config
-from .engine import RunSummary
-from .errors import GpenVideoError, InputError
+from .threads import prepare_environment  # noqa: E402
+
+prepare_environment()  # OpenMP's wait policy must be in the environment before torch loads
+
+from .api import load_gpen, restore_video, track_video  # noqa: E402
+from .config import RestoreConfig, load_config  # noqa: E402
+from .engine import RunSummary  # noqa: E402
+from .errors import GpenVideoError, InputError  # noqa: E402
 
 __all__ = ["GpenVideoError", "InputError", "RestoreConfig", "RunSummary", "__version__",
            "load_config", "load_gpen", "restore_video", "track_video"]

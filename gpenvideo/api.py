@@ -62,15 +62,18 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
     Returns {"source", "width", "height", "crop_size": S, "tracks": confirmed tracks, "frames":
     [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score", "transform"}]}]},
     "transform" being the 2x3 matrix from upright source pixels to the S x S aligned crop the
-    restorer cuts. Raises TypeError for an unknown option, GpenVideoError subclasses."""
-    from . import manifest
+    restorer cuts; "per_track": quality.TRACK_FIELDS rows (flicker None). Raises TypeError for
+    an unknown option, GpenVideoError subclasses."""
+    from . import manifest, threads
     from .detector import DetectStage, create_detector
     from .errors import InputError
     from .media import Decoder
+    from .quality import QualityStage, TrackLedger
     from .register import Registrar, landmark_matrix
     from .tracker import Tracker
 
     cfg = _config(config, options)
+    threads.configure(cfg.pipeline.threads)
     if output is not None and Path(output).resolve() == Path(input).resolve():
         raise InputError(f"{output}: is the input file; choose another output name")
     crop_size = model_crop_size(cfg)
@@ -79,7 +82,8 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
     frames_out = []
     with Decoder(input, cfg.decode) as decoder:
         info = decoder.info
-        chain = [detect, tracker, Registrar(cfg.register)]
+        quality = QualityStage(TrackLedger(seconds=lambda pts: float(pts * info.time_base)))
+        chain = [detect, tracker, Registrar(cfg.register), quality]
         for frame in engine.run_chain(decoder.frames(), chain):
             frames_out.append({
                 "pts": float(frame.pts * info.time_base),
@@ -91,7 +95,8 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
                                          (landmark_matrix(f) if f.matrix is None else f.matrix)
                                          * (crop_size / 512)]} for f in frame.faces]})
     doc = {"source": str(input), "width": info.width, "height": info.height,
-           "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out}
+           "crop_size": crop_size, "tracks": tracker.tracks_confirmed, "frames": frames_out,
+           "per_track": quality.track_rows()}
     if output is not None:
         try:
             manifest.write_json_atomic(Path(output), doc, indent=None)  # one line: a film's worth
@@ -114,14 +119,17 @@ def load_gpen(checkpoint: str | Path, device: str = "cpu"):
 def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
     """The face stages (detect, track, register, restore, composite) for `cfg` as a Recipe.
     Loads the GPEN checkpoint and the detector now, so a missing file fails before decoding."""
+    from . import threads
     from .compositor import Compositor
     from .detector import DetectStage, create_detector
     from .models import weights
     from .models.runner import GPENRunner
+    from .quality import QualityStage, SelectStage, TrackLedger, chooser
     from .register import Registrar
     from .restorer import RestoreStage
     from .tracker import Tracker
 
+    threads.configure(cfg.pipeline.threads)
     mcfg = cfg.model
     if mcfg.weights:
         checkpoint, strength = Path(mcfg.weights), 1.0
@@ -142,11 +150,14 @@ def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
     cuda = runner.device.type == "cuda"  # the face path runs on the GPU with GPEN
 
     def build(info) -> list:
+        ledger = TrackLedger(chooser(cfg.select.faces, cfg.select.skip_faces),
+                             seconds=lambda pts: float(pts * info.time_base))
         return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
+                SelectStage(ledger),
                 RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
                              runner.batch_size, runner.device if cuda else None, parser,
                              cfg.composite, strength),
-                Compositor(cfg.composite, size, strength)]
+                QualityStage(ledger), Compositor(cfg.composite, size, strength)]
 
     return restore_plan_recipe(cfg, build)
 

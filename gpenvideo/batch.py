@@ -21,6 +21,7 @@ from typing import Any
 from . import api, engine, manifest, outputs, segments
 from .config import RestoreConfig, validate
 from .errors import Cancelled, GpenVideoError, InputError, OutputError
+from .quality import format_track_table
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Outcome:
     fps: float = 0.0
     error: str = ""  # why it failed, one line
     exit_code: int = 0
+    per_track: list[dict] = field(default_factory=list)  # quality.TRACK_FIELDS, one per track
     traceback: str = ""  # of the failure, with --debug
 
 
@@ -334,7 +336,8 @@ def _summary_doc(summary: engine.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,
-            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder}
+            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder,
+            "per_track": summary.per_track}
 
 
 def _fill(outcome: Outcome, doc: dict) -> None:
@@ -343,6 +346,7 @@ def _fill(outcome: Outcome, doc: dict) -> None:
     outcome.faces = int(doc.get("faces", 0))
     outcome.tracks = int(doc.get("tracks", 0))
     outcome.warnings = list(doc.get("warnings", []))
+    outcome.per_track = list(doc.get("per_track", []))
     outcome.encoder = str(doc.get("encoder", ""))
 
 
@@ -356,6 +360,9 @@ def _fill_from_manifest(outcome: Outcome, target: Path) -> None:
 
 REPORT_FIELDS = ["input", "status", "output", "duration", "frames", "faces", "tracks",
                  "warnings", "encoder", "seconds", "fps", "error"]
+# the CSV's per-track rows (row "track") fill input, output, frames and these
+TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", "face_size",
+                 "motion", "flicker"]
 
 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:
@@ -369,15 +376,19 @@ def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
     json_path = prefix.with_name(prefix.name + ".json")
     csv_path = prefix.with_name(prefix.name + ".csv")
     doc = {"created": datetime.now().isoformat(timespec="seconds"), "totals": _totals(outcomes),
-           "files": [asdict(o) for o in outcomes]}
+           "files": [asdict(o) for o in outcomes],
+           "tracks": [{"input": o.input, "output": o.output, **t}
+                      for o in outcomes for t in o.per_track]}
     manifest.write_json_atomic(json_path, doc)
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, REPORT_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, REPORT_FIELDS + TRACK_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for o in outcomes:
             row = asdict(o)
             row["warnings"] = " | ".join(o.warnings)
-            writer.writerow(row)
+            writer.writerow({**row, "row": "file"})
+            for t in o.per_track:  # one row per track, below its file's
+                writer.writerow({"input": o.input, "output": o.output, "row": "track", **t})
     return json_path, csv_path
 
 
@@ -405,7 +416,13 @@ def summary_table(outcomes: list[Outcome]) -> str:
                      f"{o.seconds:.1f}s" if o.seconds else "-", f"{o.fps:.1f}" if o.fps else "-",
                      name if o.status != "failed" else f"{name}: {o.error}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+    lines = [rows[0]]
+    for r, o in zip(rows[1:], outcomes):
+        lines.append(r)
+        if o.per_track:
+            lines += format_track_table(o.per_track, indent="    ").splitlines()
+    lines = [r if isinstance(r, str) else
+             "  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in lines]
     lines.append(", ".join(f"{n} {s}" for s, n in _totals(outcomes).items() if n)
                  or "nothing to do")
     return "\n".join(lines)

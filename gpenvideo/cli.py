@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import OPTIONS, Option, RestoreConfig, apply_options, load_config
 from .errors import Cancelled, GpenVideoError, InputError
+from .quality import format_track_table
 
 # Signals that stop a run the way Ctrl-C does: `docker stop`, systemd, `timeout` (SIGTERM),
 # a closed terminal (SIGHUP). The exit code is 128 + the signal's number, as the shell reports.
@@ -62,6 +63,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _ids(text: str) -> tuple[int, ...]:
+    """'1,3' -> (1, 3): track ids for --faces / --skip-faces."""
+    try:
+        ids = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        ids = ()
+    if not ids or min(ids) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give track ids (1, 2, ...) separated by "
+                                         "commas, as `gpenvideo track` shows them")
+    return ids
+
+
 def _add_option(p: argparse.ArgumentParser, option: Option) -> None:
     """One config.OPTIONS entry as an argparse option (its default None: the config's)."""
     flag = f"--{option.name}"
@@ -74,7 +87,8 @@ def _add_option(p: argparse.ArgumentParser, option: Option) -> None:
         kind = type(option.choices[0])
         p.add_argument(flag, type=kind, choices=option.choices, help=option.help)
     else:
-        kinds = {"int": int, "count": _count(0), "float": float, "str": str, "path": Path}
+        kinds = {"int": int, "count": _count(0), "float": float, "str": str, "path": Path,
+                 "ids": _ids}
         p.add_argument(flag, type=kinds[option.kind], help=option.help)
 
 
@@ -107,11 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
         _add_option(r, option)
     _add_common(r)
 
+    v = sub.add_parser("preview", help="restore a few moments and show them before | after in "
+                                       "a contact sheet (PNG)")
+    v.add_argument("input", type=Path, help="video file")
+    v.add_argument("-o", "--output", type=Path,
+                   help="the sheet, .png (default <name>_preview.png beside the input)")
+    v.add_argument("--count", type=int, default=6,
+                   help="moments spread over the film where faces are (default 6)")
+    v.add_argument("--at", help="these moments instead, e.g. 0:12,1:40.5 (m:ss or seconds)")
+    v.add_argument("--strength", help="share of the restored face, 0-1; several, e.g. "
+                                      "0.5,0.8,1, give one 'after' column each")
+    v.add_argument("--clip", type=float, default=0.0, metavar="SECONDS",
+                   help="also write a side-by-side MP4 (before | after) of this many seconds "
+                        "at the first moment, beside the sheet")
+    v.add_argument("--tracks", type=Path, metavar="JSON",
+                   help="the output of `gpenvideo track` for this film: faces are labelled with "
+                        "its whole-film track ids, the ids --faces/--skip-faces take")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing sheet/clip")
+    for option in OPTIONS:
+        if "preview" in option.commands:
+            _add_option(v, option)
+    _add_common(v)
+
     t = sub.add_parser("track", help="detect and track faces, write their landmarks as JSON")
     t.add_argument("input", type=Path, help="video file")
     t.add_argument("-o", "--output", type=Path, required=True, help="JSON file to write")
     for option in OPTIONS:
-        if option.track:
+        if "track" in option.commands:
             _add_option(t, option)
     _add_common(t)
 
@@ -206,6 +242,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
                   f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
                   + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+            if outcome.per_track and not (several or args.report):
+                print(format_track_table(outcome.per_track))
             for note in outcome.warnings:
                 print(f"  note: {note}")
         elif outcome.status == "skipped":
@@ -283,10 +321,41 @@ def cmd_track(args: argparse.Namespace) -> int:
     doc = api.track_video(args.input, args.output, config=config_from_args(args))
     if not args.quiet:
         print(f"wrote {args.output}: {len(doc['frames'])} frames, {doc['tracks']} tracks")
+        print(format_track_table(doc["per_track"], flicker=False))
     return 0
 
 
-COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track}
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import clock, parse_strengths, parse_times, preview
+
+    strengths = parse_strengths(args.strength) if args.strength else None
+    args.strength = strengths[0] if strengths else None
+    cfg = config_from_args(args)
+    at = parse_times(args.at) if args.at else None
+    result = preview(args.input, args.output, cfg, count=args.count, at=at, strengths=strengths,
+                     clip=args.clip, overwrite=args.overwrite, tracks=args.tracks)
+    if not args.quiet:
+        faces = sum(len(m.faces) for m in result.moments)
+        with_faces = sum(1 for m in result.moments if m.faces)
+        print(f"wrote {result.sheet}: {len(result.moments)} moments ({with_faces} with faces), "
+              f"{faces} faces; {result.decoded} frames decoded in {result.seconds:.1f} s")
+        if result.clip:
+            print(f"wrote {result.clip}: before | after, {args.clip:g} s from "
+                  f"{clock(result.moments[0].seconds)}")
+            if result.per_track:
+                print(format_track_table(result.per_track))
+        for note in result.notes:
+            print(f"  note: {note}")
+        print(f"a full restore of {args.input.name} would take about {_hms(result.estimate)} "
+              "on this machine at the speed just measured (encoding not included)")
+        if not args.tracks:
+            print("track ids (#N) are this preview's own; for the whole-film ids that "
+                  "--faces/--skip-faces take, run `gpenvideo track` and pass --tracks")
+    return 0
+
+
+COMMANDS = {"restore": cmd_restore, "weights": cmd_weights, "track": cmd_track,
+            "preview": cmd_preview}
 
 
 def _stop_on_signals(received: list[int]) -> dict[int, object]:

@@ -103,7 +103,9 @@ class ModelConfig:
     weights_dir: str | None = None  # an extra folder searched first for checkpoints and detectors
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
-    batch_size: int = 0  # faces per GPU batch; 0 chooses from free memory
+    # faces per GPEN call; 0: 1 on the CPU, from the GPU's total memory on a GPU. Every call
+    # is padded to this size, so results depend on it (and on nothing else of the run)
+    batch_size: int = 0
     channels_last: bool = True  # NHWC memory format on CUDA (faster convolutions)
     compile: bool = False  # torch.compile the network (slow start, faster steady state)
 
@@ -118,11 +120,24 @@ class CompositeConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    faces: tuple[int, ...] = ()  # restore only these track ids (as `track` shows them); empty: all
+    skip_faces: tuple[int, ...] = ()  # leave these track ids as they are (bit for bit)
+
+    def __post_init__(self) -> None:  # TOML gives lists; keep tuples (hashable, comparable)
+        for name in ("faces", "skip_faces"):
+            object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     queue_size: int = 16  # frames held between two stages (bounds memory)
     progress: bool = True  # progress bar on stderr when it is a terminal
     segment_seconds: float = 60.0  # long films run in resumable segments of about this length; 0: off
     resume: bool = True  # keep the finished segments of an interrupted run and go on after them
+    # CPU threads for torch and OpenCV; 0: from the cores this process may use (threads.plan).
+    # Speed only: the output does not depend on it.
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,7 @@ class RestoreConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def replace(self, section: str, **changes: Any) -> RestoreConfig:
@@ -176,6 +192,13 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
     if cfg.pipeline.segment_seconds < 0:
         raise InputError(f"--segment-seconds {cfg.pipeline.segment_seconds:g} is not valid: "
                          "give 0 (no segments) or more")
+    for option, ids in (("--faces", cfg.select.faces), ("--skip-faces", cfg.select.skip_faces)):
+        if any(i < 1 for i in ids):
+            raise InputError(f"{option} {','.join(map(str, ids))} is not valid: give track ids "
+                             "(1, 2, ...) as `gpenvideo track` or `gpenvideo preview` show them")
+    if cfg.pipeline.threads < 0:
+        raise InputError(f"--threads {cfg.pipeline.threads} is not valid: give 0 (from the "
+                         "cores) or more")
     if cfg.track.smoothing_window < 1 or cfg.track.smoothing_window % 2 == 0:
         raise InputError("track.smoothing_window must be an odd number >= 1")
     if not 0.0 < cfg.track.smoothing_cutoff <= 1.0:
@@ -227,10 +250,12 @@ class Option:
     name: str  # the long option without dashes, e.g. "segment-seconds" (keyword: segment_seconds)
     section: str  # the RestoreConfig field it sets, e.g. "pipeline"
     key: str  # the field of that section, e.g. "segment_seconds"
-    kind: str  # int, count (int >= 0), float, str, path, choice, flag, negated-flag, bool
+    # int, count (int >= 0), float, str, path, choice, flag, negated-flag, bool, ids (track
+    # ids: "1,3" on the command line, a tuple of ints in the library)
+    kind: str
     help: str
     choices: tuple = ()  # the allowed values (kind "choice"); int choices stay ints
-    track: bool = False  # also an option of `gpenvideo track`
+    commands: tuple[str, ...] = ("restore",)  # the commands that take it (restore, track, preview)
 
     @property
     def keyword(self) -> str:
@@ -238,10 +263,13 @@ class Option:
         return self.name.replace("-", "_")
 
 
+ANY = ("restore", "track", "preview")  # commands of an Option
+MODELLED = ("restore", "preview")  # the commands that run the model
+
 OPTIONS = (
     Option("deinterlace", "decode", "deinterlace", "choice",
            "deinterlace with bwdif: auto (frames flagged interlaced), on, off",
-           DEINTERLACE_MODES, track=True),
+           DEINTERLACE_MODES, commands=ANY),
     Option("codec", "encode", "codec", "str",
            f"video encoder: {', '.join(CODECS)} (default auto: NVENC where it works, else "
            "libx264); with --encoder ffmpeg any encoder that ffmpeg has"),
@@ -255,36 +283,44 @@ OPTIONS = (
     Option("preset", "encode", "preset", "str", "encoder speed preset (codec default)"),
     Option("no-audio", "encode", "audio", "negated-flag", "leave audio and subtitles out"),
     Option("model", "model", "model", "choice", "GPEN model (default gpen-bfr-2048)", MODELS,
-           track=True),
+           commands=ANY),
     Option("weights", "model", "weights", "path",
-           "any GPEN checkpoint (overrides --model)", track=True),
+           "any GPEN checkpoint (overrides --model)", commands=ANY),
     Option("precision", "model", "precision", "choice",
-           "auto (fp16 on CUDA), fp32, fp16, bf16", PRECISIONS),
+           "auto (fp16 on CUDA), fp32, fp16, bf16", PRECISIONS, commands=MODELLED),
     Option("batch-size", "model", "batch_size", "count",
-           "faces per GPU batch (default 0: from memory)"),
-    Option("compile", "model", "compile", "flag", "torch.compile the network"),
+           "faces per GPEN batch (default 0: 1 on a CPU, from the GPU's memory)",
+           commands=MODELLED),
+    Option("compile", "model", "compile", "flag", "torch.compile the network", commands=MODELLED),
+    Option("threads", "pipeline", "threads", "count",
+           "CPU threads for the models and OpenCV (default 0: the cores there are; the output "
+           "is the same for any N)", commands=MODELLED),
     Option("strength", "composite", "strength", "float", "share of the restored face, 0-1"),
+    Option("faces", "select", "faces", "ids",
+           "restore only these tracks, e.g. 1,3 (ids as `gpenvideo track` shows them); the "
+           "others pass through untouched"),
+    Option("skip-faces", "select", "skip_faces", "ids", "leave these tracks untouched, e.g. 2"),
     Option("upscale", "composite", "upscale", "choice",
            "output at N times the size: Lanczos background, faces from the model's full "
-           "resolution (default 1)", (1, 2, 4)),
+           "resolution (default 1)", (1, 2, 4), commands=MODELLED),
     Option("no-color-match", "composite", "color_match", "negated-flag",
-           "keep GPEN's own face colours instead of the source's"),
+           "keep GPEN's own face colours instead of the source's", commands=MODELLED),
     Option("mask", "composite", "mask", "choice",
            "template: a soft ellipse (default); parsing: the face's own outline from "
-           "facexlib's ParseNet, hair and hands left as they were", MASKS),
+           "facexlib's ParseNet, hair and hands left as they were", MASKS, commands=MODELLED),
     Option("detector", "detect", "backend", "choice",
            "face detector (default auto: retinaface on a CUDA device when facexlib and its "
-           "weights are there, else yunet)", DETECTORS, track=True),
+           "weights are there, else yunet)", DETECTORS, commands=ANY),
     Option("min-face-size", "detect", "min_face_size", "count",
-           "ignore faces smaller than this (pixels)", track=True),
+           "ignore faces smaller than this (pixels)", commands=ANY),
     Option("score-threshold", "detect", "score_threshold", "float",
-           "minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)", track=True),
+           "minimum detector score, 0-1 (default 0.6 yunet, 0.9 retinaface)", commands=ANY),
     Option("max-faces", "track", "max_faces", "count",
-           "restore at most N faces per frame (largest; default 0: all)", track=True),
+           "restore at most N faces per frame (largest; default 0: all)", commands=ANY),
     Option("weights-dir", "model", "weights_dir", "path",
-           "folder searched first for model files", track=True),
+           "folder searched first for model files", commands=ANY),
     Option("device", "model", "device", "str", "auto, cpu, cuda or cuda:N (default auto)",
-           track=True),
+           commands=ANY),
     Option("segment-seconds", "pipeline", "segment_seconds", "float",
            "process long films in resumable pieces of about this many seconds "
            "(default 60; 0: in one piece)"),

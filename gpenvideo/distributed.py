@@ -34,13 +34,12 @@ def _ray():
 class _Worker:
     """Lives in a Ray actor: builds the stages (loads the model) once, renders segments."""
 
-    def __init__(self, cfg: RestoreConfig, identity: bool, threads: int | None) -> None:
+    def __init__(self, cfg: RestoreConfig, identity: bool, threads: int) -> None:
         from . import api
 
-        if threads:  # Ray pins workers to one thread; results follow the thread count
-            import torch
-
-            torch.set_num_threads(threads)
+        # Ray sets OMP_NUM_THREADS=1 in its workers; the stages set `threads` instead (the
+        # results are the same for any count, so segments match a local run exactly)
+        cfg = cfg.replace("pipeline", threads=threads)
         self.recipe = api.IDENTITY if identity else api.restore_recipe(cfg)
 
     def render(self, source: str, piece: Segment, cfg: RestoreConfig,
@@ -77,13 +76,16 @@ class RayExecutor:
         # each actor sees only the GPU Ray gave it, so --device auto picks it as cuda:0
         options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         actor = ray.remote(**options)(_Worker)
-        # On this machine, split the driver's CPU threads among the workers (with one worker
-        # the numbers match a local run exactly); on a cluster each node keeps its own.
-        threads = None
-        if not address:
-            import torch
+        # On this machine, split its cores among the workers; on a cluster, a CPU worker takes
+        # the two CPUs it stands for and a GPU worker every core of its node.
+        threads = cfg.pipeline.threads
+        if not threads:
+            if not address:
+                from .threads import available_cores
 
-            threads = max(1, torch.get_num_threads() // workers)
+                threads = max(1, available_cores() // workers)
+            elif not gpus:
+                threads = 2
         self.actors = [actor.remote(cfg, identity, threads) for _ in range(workers)]
         log.info("Ray: %d workers on %s", workers, "GPUs" if gpus else "CPUs")
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import Cancelled
 from .frames import Frame, VideoInfo
@@ -43,6 +43,14 @@ class Stage(Protocol):
     def process(self, frame: Frame) -> Iterable[Frame]: ...
 
     def flush(self) -> Iterable[Frame]: ...
+
+
+@runtime_checkable
+class TrackReporter(Protocol):
+    """A stage with figures per face track for the run's summary (quality.QualityStage): the
+    engine collects `track_rows()` from every stage of a piece that has it, after the piece."""
+
+    def track_rows(self) -> list[dict[str, Any]]: ...
 
 
 StageFactory = Callable[[VideoInfo], list["Stage"]]
@@ -98,6 +106,8 @@ class RunSummary:
     segments_resumed: int = 0  # of those, finished by an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the resumed segments
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+    # per-track figures (quality.TRACK_FIELDS; "segment" added in segmented runs)
+    per_track: list[dict] = field(default_factory=list)
     encoder: str = ""  # the video encoder used (what --codec auto chose)
 
     @property
@@ -112,6 +122,7 @@ class RunSummary:
         self.faces += counts["faces"]
         self.tracks += counts["tracks"]
         self.corrupt_packets += counts.get("corrupt_packets", 0)
+        self.per_track += counts.get("per_track", [])
         self.notes += [n for n in notes if n not in self.notes]
 
 
@@ -218,7 +229,7 @@ def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage],
     Raises the first error of any thread; Cancelled on Ctrl-C (every thread stopped, joined)."""
     workers = _Workers()
     queues = [queue.Queue(maxsize=queue_size) for _ in range(len(chain) + 1)]
-    counts = {"frames": 0, "faces": 0, "tracks": 0}
+    counts: dict[str, Any] = {"frames": 0, "faces": 0, "tracks": 0}
     inherited: set[int] = set()  # tracks seen in the lead-in: counted by the segment before
     seen: set[int] = set()
 
@@ -272,6 +283,8 @@ def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage],
         raise workers.errors[0]
     counts["tracks"] = len(seen)
     counts["corrupt_packets"] = decoder.corrupt_packets
+    counts["per_track"] = [row for stage in chain if isinstance(stage, TrackReporter)
+                           for row in stage.track_rows()]
     clock.report(counts["frames"], counts["faces"])
     return counts
 

@@ -27,9 +27,9 @@ from .errors import GpenVideoError, InputError, OutputError
 MANIFEST_SUFFIX = ".gpenvideo.json"
 HASH_CHUNK = 1 << 20
 # Settings that change speed but not a single output pixel; left out of the settings digest.
-SPEED_ONLY = {("model", "batch_size"), ("model", "channels_last"), ("model", "compile"),
+SPEED_ONLY = {("model", "channels_last"), ("model", "compile"),
               ("decode", "threads"), ("pipeline", "queue_size"), ("pipeline", "progress"),
-              ("model", "weights_dir")}
+              ("model", "weights_dir"), ("pipeline", "threads")}
 
 
 def sha256_of(path: Path) -> str:

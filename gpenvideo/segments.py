@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from . import media
 from .config import RestoreConfig, validate
 from .engine import Clock, Piece, ProgressCallback, RunSummary, StageFactory, run_piece
-from .errors import Cancelled
+from .errors import Cancelled, InputError
 from .frames import VideoInfo
 from .manifest import fsync_dir, input_fingerprint, settings_digest, write_json_atomic
 from .outputs import remove_stale_partials, resolve_output, temporary_path
@@ -261,6 +261,8 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
         context = max((stage.context for stage in recipe.stages(info)), default=0)
     pieces = [Segment(0, None, None, None, None)]
     seconds = cfg.pipeline.segment_seconds
+    if cfg.select.faces or cfg.select.skip_faces:
+        seconds = _whole_film_for_selection(plan, executor)
     if seconds > 0 and (info.duration or 0) > seconds * SHORT_FILM:
         pieces = plan_segments(media.scan(plan.source), seconds, context)
     summary = RunSummary(input=str(plan.source), output=str(target),
@@ -287,6 +289,23 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
     return summary
 
 
+def _whole_film_for_selection(plan: RunPlan, executor: SegmentExecutor | None) -> float:
+    """Segment length for a run with --faces/--skip-faces: 0 (one piece). Track ids are those
+    of a whole-film tracking pass (`gpenvideo track`); a segment's tracker starts mid-film and
+    numbers its tracks afresh, so the ids chosen could name other faces there. Adds a note
+    to plan.notes when the film would have been segmented.
+    Raises InputError with an executor (which always renders segments)."""
+    if executor is not None:
+        raise InputError(f"{plan.source}: --faces/--skip-faces name whole-film track ids, which "
+                         "segments rendered on Ray do not share; leave out --ray or the choice")
+    seconds = plan.cfg.pipeline.segment_seconds
+    if seconds > 0 and (plan.info.duration or 0) > seconds * SHORT_FILM:
+        plan.notes.append("--faces/--skip-faces: the film runs in one piece (no segments, no "
+                          "resume) so that track ids are the whole-film ids `gpenvideo track` "
+                          "shows")
+    return 0.0
+
+
 def plan_segments(index: media.StreamIndex | None, seconds: float, context: int
                   ) -> list[Segment]:
     """The segments of a film whose stages look `context` frames around each frame."""
@@ -306,6 +325,8 @@ def render_segment(source: Path, path: Path, cfg: RestoreConfig, segment: Segmen
         with media.open_encoder(path, fmt, decoder.info, encode, size) as encoder:
             counts = run_piece(decoder, piece, chain, encoder, cfg.pipeline.queue_size,
                                clock or Clock())
+    if segment.end is not None or segment.number:  # a piece of a film cut in segments
+        counts["per_track"] = [{**row, "segment": segment.number} for row in counts["per_track"]]
     return {**counts, "notes": decoder.notes + encoder.notes}
 
 

@@ -2,7 +2,7 @@
 rules (../shared/DESIGN.md, "Import rules"):
 
 - only gpenvideo/media/ imports av;
-- no stage imports another stage, nor engine, segments, api, cli, batch or media (stages import
+- no stage (detector, tracker, register, restorer, compositor, quality) imports another stage, nor engine, segments, api, cli, batch or media (stages import
   only frames, errors, config, align and models);
 - frames and errors import nothing from the package; config only errors;
 - tracker imports no third-party package but numpy and scipy.
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "gpenvideo"
-STAGES = {"detector", "tracker", "register", "restorer", "compositor"}
+STAGES = {"detector", "tracker", "register", "restorer", "compositor", "quality"}
 STAGE_MAY_IMPORT = {"frames", "errors", "config", "align", "models"}
 LEAVES = {"frames": set(), "errors": set(), "config": {"errors"}}
 TRACKER_THIRD_PARTY = {"numpy", "scipy"}

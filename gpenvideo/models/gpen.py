@@ -99,6 +99,22 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     return x
 
 
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """F.conv2d whose CPU result does not depend on the thread count or the batch size.
+
+    For 1x1 kernels PyTorch picks its own im2col + GEMM convolution instead of oneDNN when it
+    runs on one thread with fewer than 16 samples, and the two round differently (1e-7), which
+    changes a few output levels and then every packet of the encoded video. CPU float32 1x1
+    convolutions therefore always take oneDNN here (the path PyTorch takes on 2+ threads).
+    """
+    if (weight.shape[-2:] == (1, 1) and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias,
+                                                 [padding] * 2, [stride] * 2, [1, 1], 1)
+    return F.conv2d(x, weight, bias, stride, padding)
+
+
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """sqrt(2) * leaky_relu(x + bias, 0.2); bias broadcasts over the channel axis (dim 1)."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -158,7 +174,7 @@ class EqualConv2d(nn.Module):
         self.stride, self.padding = stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+        return conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
 
 
 class EqualLinear(nn.Module):
@@ -206,7 +222,7 @@ class ModulatedConv2d(nn.Module):
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # (N, out, 2H+1, 2W+1)
         else:
-            out = F.conv2d(x, w, padding=self.padding)
+            out = conv2d(x, w, padding=self.padding)
         if self.demodulate:
             # 1/sqrt(sum over in, k, k of (w * s)^2) per sample and output channel: (N, out)
             w_sq = w.float().pow(2).sum(dim=(2, 3))  # (out, in)

@@ -1,5 +1,6 @@
 """Batched GPEN inference: device and precision choice, channels_last, inference mode, optional
-torch.compile, batch size from free memory, and halving the batch on out-of-memory."""
+torch.compile, a fixed batch size (every call padded to it, so results do not depend on how faces
+are grouped), and halving the batch on out-of-memory."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_BATCH = 32
-GPU_MEMORY_SHARE = 0.7  # share of free GPU memory the batch may take
-CPU_BYTES_PER_PIXEL = 1600  # measured peak of a 2048 forward on CPU: 6.6 GB / 2048^2
+GPU_MEMORY_SHARE = 0.5  # share of the GPU's total memory the batch may take
 CPU_MAX_BATCH = 1  # bench/gpen.py, 2-core CPU: GPEN-256 10.2 faces/s at batch 1, 5.2 at 4
 
 
@@ -58,7 +58,9 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
 class GPENRunner:
     """Runs a GPEN network over batches of aligned face crops.
 
-    model: a GPEN in eval mode (moved to `device` here); batch_size: 0 to choose from memory.
+    model: a GPEN in eval mode (moved to `device` here); batch_size: faces per call, 0 to
+    choose from the device (see _auto_batch). Results depend on the input, the model, the
+    device, the precision and the batch size, not on the thread count or the machine's load.
     """
 
     def __init__(self, model: GPEN, device: str | torch.device = "cpu",
@@ -76,39 +78,45 @@ class GPENRunner:
         self.batch_size = batch_size or self._auto_batch()
 
     def _auto_batch(self) -> int:
+        """The batch size when none is given. It shapes the results (every call is padded to
+        it), so it comes from what the machine is, never from what is free at the moment:
+        CPU_MAX_BATCH on the CPU, and on a GPU what GPU_MEMORY_SHARE of its total memory holds
+        (one face measured)."""
         if self.device.type == "cpu":
-            try:
-                import os
-                avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (ValueError, OSError, AttributeError):
-                avail = 8 << 30
-            per_face = CPU_BYTES_PER_PIXEL * self.size**2
-            return int(max(1, min(CPU_MAX_BATCH, avail // 2 // per_face)))
-        # measure one face, then fill a share of the free memory
+            return CPU_MAX_BATCH
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
         probe = torch.zeros(1, 3, self.size, self.size, device=self.device)
         self.run_tensor(probe, batch_size=1)
         per_face = max(1, torch.cuda.max_memory_allocated(self.device) - base)
-        free, _ = torch.cuda.mem_get_info(self.device)
-        batch = int(max(1, min(MAX_BATCH, free * GPU_MEMORY_SHARE // per_face)))
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        batch = int(max(1, min(MAX_BATCH, total * GPU_MEMORY_SHARE // per_face)))
         log.info("GPEN batch size %d (%.0f MB per face)", batch, per_face / 2**20)
         return batch
 
     @torch.inference_mode()
     def run_tensor(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """x: (N, 3, S, S) RGB in [-1, 1] on any device, any float dtype.
-        Returns (N, 3, S, S) float32 in [-1, 1] (unclipped) on this runner's device."""
+        Returns (N, 3, S, S) float32 in [-1, 1] (unclipped) on this runner's device.
+
+        The faces run in calls of exactly `batch_size` (the last one padded with zeros):
+        convolution libraries choose their kernels by the batch shape, and a face's result
+        depends on that shape but not on the other faces in the call, so a face comes out the
+        same however the faces of a film are grouped (segments, resumed runs). Raises
+        GpenVideoError when one face does not fit in GPU memory."""
         batch = batch_size or self.batch_size
         outs = []
         start = 0
         while start < x.shape[0]:
             chunk = x[start:start + batch].to(self.device, self.dtype, non_blocking=True)
+            count = chunk.shape[0]
+            if count < batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((batch - count, *chunk.shape[1:]))])
             if self.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             try:
-                outs.append(self.forward(chunk).float())
+                outs.append(self.forward(chunk)[:count].float())
             except torch.OutOfMemoryError:
                 if batch == 1:
                     raise GpenVideoError(
@@ -116,10 +124,11 @@ class GPENRunner:
                         "use a smaller --model, --precision fp16, or --device cpu") from None
                 batch = max(1, batch // 2)
                 torch.cuda.empty_cache()
-                log.warning("GPU out of memory: GPEN batch size lowered to %d", batch)
+                log.warning("GPU out of memory: GPEN batch size lowered to %d (results now "
+                            "differ slightly from a run at the first size)", batch)
                 self.batch_size = batch
                 continue
-            start += chunk.shape[0]
+            start += count
         return torch.cat(outs) if outs else x.new_zeros((0, 3, self.size, self.size))
 
     def restore(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -1,0 +1,277 @@
+"""Per-track quality figures measured while restoring, and the choice of which faces to restore.
+
+Two small stages share one `TrackLedger` per run (or segment):
+
+    detect -> track -> SelectStage -> restore -> QualityStage -> composite
+
+SelectStage hands the restorer only the faces chosen with --faces / --skip-faces and keeps the
+others aside (they are passed through bit for bit: the compositor never sees them);
+QualityStage puts them back into `frame.faces` and measures, per track, on aligned crops
+downscaled to QUALITY_SIZE pixels (cheap next to GPEN):
+
+- frames: the track's frames written; frames_restored: of those, how many were restored;
+- face_size: the median eye distance in frame pixels (a face under ~20 px has little for GPEN
+  to work with; one over ~150 px is smaller in the model's crop than in the frame);
+- motion: the mean in-crop residual motion, in eye distances per frame: how far the face moves
+  inside its aligned crop from one frame to the next (phase correlation of consecutive source
+  crops); high values mean the tracking or smoothing let the face jitter in the crop;
+- flicker: the frame-to-frame change of the restored face over that of the source face, both
+  in aligned space with the previous frame shifted by the measured motion first. 1: the
+  restoration changes as much as the source does; above 1 it adds flicker; below 1 it steadies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import align
+from .frames import Frame, TrackedFace
+
+QUALITY_SIZE = 64  # side of the downscaled aligned crops the figures are measured on (pixels)
+# eye distance of the face template in a QUALITY_SIZE crop (pixels): motion is given in these
+TEMPLATE_EYES = float(np.linalg.norm(align.template(QUALITY_SIZE)[1]
+                                     - align.template(QUALITY_SIZE)[0]))
+FLICKER_FLOOR = 0.25  # grey levels: the least source change a track's flicker is divided by
+TRACK_FIELDS = ["track", "first", "last", "frames", "frames_restored", "face_size", "motion",
+                "flicker"]
+
+
+def region_mask(size: int) -> np.ndarray:
+    """(size, size) float32 weights of the inner face (eyes, nose, mouth) in an aligned crop:
+    where a change is a change of the face, not of hair or background."""
+    pts = align.template(size)
+    mask = np.zeros((size, size), np.float32)
+    center = (int(round(pts[:, 0].mean())), int(round(pts[:, 1].mean())))
+    axes = (int(round(0.32 * size)), int(round(0.36 * size)))
+    cv2.ellipse(mask, center, axes, 0, 0, 360, 1.0, -1)
+    return mask
+
+
+def grey_small(image, size: int = QUALITY_SIZE) -> np.ndarray:
+    """An aligned crop as (size, size) float32 grey, from a (S, S, 3) BGR array (uint8 or any
+    scale) or a torch tensor on any device ((S, S, 3) or (3, S, S))."""
+    if hasattr(image, "detach"):  # a torch tensor (a GPU run keeps crops on the device)
+        image = image.detach().float().cpu().numpy()
+    arr = np.asarray(image, np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 0)
+    grey = arr.mean(axis=2) if arr.ndim == 3 else arr
+    if grey.shape[0] != size:
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(grey, np.float32)
+
+
+def shift_between(prev: np.ndarray, cur: np.ndarray, window: np.ndarray) -> tuple[float, float]:
+    """(dx, dy) pixels by which `cur` is `prev` moved (phase correlation, sub-pixel)."""
+    (dx, dy), _ = cv2.phaseCorrelate(prev.astype(np.float64), cur.astype(np.float64),
+                                     window)
+    return float(dx), float(dy)
+
+
+def moved(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """`image` translated by `shift` (dx, dy), edges repeated."""
+    m = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float64)
+    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_matrix(face: TrackedFace, size: int = QUALITY_SIZE) -> np.ndarray:
+    """(2, 3) frame -> aligned crop of `size` px: the registered transform where the face has
+    one (TrackedFace.matrix, for a 512 crop), else the smoothed landmarks' similarity."""
+    matrix = getattr(face, "matrix", None)
+    if matrix is None:
+        return align.face_transform(face.smoothed, size)
+    return np.asarray(matrix, np.float64) * (size / 512.0)
+
+
+@dataclass
+class _TrackFigures:
+    """What one track accumulates (private to TrackLedger)."""
+
+    first: float = 0.0  # seconds, first frame written
+    last: float = 0.0  # seconds, last frame written
+    frames: int = 0
+    restored: int = 0
+    eyes: list[float] = field(default_factory=list)  # eye distance per frame, pixels
+    motion: list[float] = field(default_factory=list)  # in-crop shift per frame pair, eyes
+    change_src: float = 0.0  # summed motion-compensated change of the source crops
+    change_out: float = 0.0  # the same of the restored crops
+    pairs: int = 0  # frame pairs that went into the change sums
+    prev_index: int = -2
+    prev_src: np.ndarray | None = None  # own QUALITY_SIZE source crop of the previous frame
+    prev_pair: tuple[np.ndarray, np.ndarray] | None = None  # (source, restored) of the previous
+
+
+class TrackLedger:
+    """Per-track figures of one run (or segment), shared by SelectStage and QualityStage.
+
+    wanted: track id -> restore this face (None: all). seconds: pts -> seconds.
+    """
+
+    def __init__(self, wanted: Callable[[int], bool] | None = None,
+                 seconds: Callable[[int], float] = float) -> None:
+        self.wanted = wanted
+        self.seconds = seconds
+        self._aside: dict[int, list[TrackedFace]] = {}  # frame index -> faces left alone
+        self._lock = threading.Lock()  # the two stages run on different threads
+        self._tracks: dict[int, _TrackFigures] = {}
+        size = QUALITY_SIZE
+        self._window = cv2.createHanningWindow((size, size), cv2.CV_64F)
+        self._region = region_mask(size)
+
+    # -- selection -----------------------------------------------------------------------
+    def set_aside(self, frame: Frame) -> None:
+        """Keep in frame.faces only the faces to restore; hold the others for put_back."""
+        if self.wanted is None:
+            return
+        kept = [f for f in frame.faces if self.wanted(f.track_id)]
+        if len(kept) != len(frame.faces):
+            with self._lock:
+                self._aside[frame.index] = [f for f in frame.faces if f not in kept]
+            frame.faces = kept
+
+    def put_back(self, frame: Frame) -> None:
+        """Return the faces set aside to frame.faces (in track id order)."""
+        with self._lock:
+            aside = self._aside.pop(frame.index, [])
+        if aside:
+            frame.faces = sorted(frame.faces + aside, key=lambda f: f.track_id)
+
+    # -- measuring -----------------------------------------------------------------------
+    def measure(self, frame: Frame) -> None:
+        """Add one frame's faces (frame.faces) and restored crops (frame.restored) to the
+        figures. Frames not written (frame.emit False) are left out."""
+        if not frame.emit or not frame.faces:
+            return
+        restored = {r.track_id: r for r in frame.restored}
+        for face in frame.faces:
+            fig = self._tracks.get(face.track_id)
+            if fig is None:
+                fig = self._tracks[face.track_id] = _TrackFigures(
+                    first=self.seconds(frame.pts))
+            fig.last = self.seconds(frame.pts)
+            fig.frames += 1
+            fig.eyes.append(float(np.linalg.norm(face.smoothed[1] - face.smoothed[0])))
+            own = grey_small(align.warp(frame.image, crop_matrix(face), QUALITY_SIZE))
+            following = fig.prev_index == frame.index - 1
+            if following and fig.prev_src is not None:
+                dx, dy = shift_between(fig.prev_src, own, self._window)
+                fig.motion.append(float(np.hypot(dx, dy)) / TEMPLATE_EYES)
+            fig.prev_src, fig.prev_index = own, frame.index
+            out = restored.get(face.track_id)
+            if out is None:
+                fig.prev_pair = None
+                continue
+            fig.restored += 1
+            pair = grey_small(out.crop), grey_small(out.restored)
+            if following and fig.prev_pair is not None:
+                shift = shift_between(fig.prev_pair[0], pair[0], self._window)
+                fig.change_src += self._change(fig.prev_pair[0], pair[0], shift)
+                fig.change_out += self._change(fig.prev_pair[1], pair[1], shift)
+                fig.pairs += 1
+            fig.prev_pair = pair
+
+    def _change(self, prev: np.ndarray, cur: np.ndarray, shift: tuple[float, float]) -> float:
+        """Mean absolute change over the inner face, `prev` moved by `shift` first."""
+        diff = np.abs(cur - moved(prev, shift)) * self._region
+        return float(diff.sum() / self._region.sum())
+
+    def rows(self) -> list[dict]:
+        """One dict per track (TRACK_FIELDS), in track id order; flicker None where no two
+        consecutive frames were restored."""
+        out = []
+        for track_id in sorted(self._tracks):
+            fig = self._tracks[track_id]
+            flicker = None
+            if fig.pairs:
+                floor = FLICKER_FLOOR * fig.pairs
+                flicker = round(fig.change_out / max(fig.change_src, floor), 3)
+            out.append({
+                "track": track_id, "first": round(fig.first, 3), "last": round(fig.last, 3),
+                "frames": fig.frames, "frames_restored": fig.restored,
+                "face_size": round(float(np.median(fig.eyes)), 1),
+                "motion": round(float(np.mean(fig.motion)), 4) if fig.motion else None,
+                "flicker": flicker})
+        return out
+
+
+class SelectStage:
+    """Between tracker and restorer: the restorer sees only the faces chosen (ledger.wanted)."""
+
+    name = "select"
+    context = 0
+
+    def __init__(self, ledger: TrackLedger) -> None:
+        self.ledger = ledger
+
+    def process(self, frame: Frame) -> Iterable[Frame]:
+        self.ledger.set_aside(frame)
+        return (frame,)
+
+    def flush(self) -> Iterable[Frame]:
+        return ()
+
+
+class QualityStage:
+    """Between restorer and compositor: faces set aside come back to frame.faces, and every
+    face's figures are added to the ledger. `track_rows()` gives them at the end."""
+
+    name = "quality"
+    context = 0
+
+    def __init__(self, ledger: TrackLedger) -> None:
+        self.ledger = ledger
+
+    def process(self, frame: Frame) -> Iterable[Frame]:
+        self.ledger.put_back(frame)
+        self.ledger.measure(frame)
+        return (frame,)
+
+    def flush(self) -> Iterable[Frame]:
+        return ()
+
+    def track_rows(self) -> list[dict]:
+        return self.ledger.rows()
+
+
+def chooser(faces: Iterable[int] = (), skip: Iterable[int] = ()) -> Callable[[int], bool] | None:
+    """The `wanted` test for --faces (restore only these ids) and --skip-faces (leave these
+    alone); None when neither is given (every face is restored)."""
+    only, skipped = frozenset(faces), frozenset(skip)
+    if not only and not skipped:
+        return None
+    return lambda track_id: (not only or track_id in only) and track_id not in skipped
+
+
+def format_track_table(rows: list[dict], flicker: bool = True, indent: str = "  ") -> str:
+    """The per-track table of the end-of-run summary (and of `gpenvideo track`)."""
+    if not rows:
+        return f"{indent}no face tracks"
+    head = ["track", "from", "to", "frames", "restored", "face px", "motion"]
+    if flicker:
+        head.append("flicker")
+    lines = [head]
+    for r in rows:
+        line = [str(r["track"]), _clock(r["first"]), _clock(r["last"]), str(r["frames"]),
+                str(r.get("frames_restored", "-")), f"{r['face_size']:.0f}",
+                "-" if r.get("motion") is None else f"{r['motion']:.3f}"]
+        if flicker:
+            line.append("-" if r.get("flicker") is None else f"{r['flicker']:.2f}")
+        if not flicker:
+            line.pop(4)
+        lines.append(line)
+    if not flicker:
+        lines[0].remove("restored")
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    return "\n".join(indent + "  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in lines)
+
+
+def _clock(seconds: float) -> str:
+    """m:ss.s"""
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"

@@ -1,0 +1,171 @@
+"""`gpenvideo preview`: moments, windows decoded, the contact sheet's layout, the clip."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+from clips import make_clip
+from conftest import SHARED, shared_file, tiny_gpen
+
+from gpenvideo import preview as pv
+from gpenvideo.api import tracking_context
+from gpenvideo.cli import main
+from gpenvideo.compositor import Compositor
+from gpenvideo.config import CompositeConfig, DetectConfig, RestoreConfig
+from gpenvideo.detector import DetectStage, YuNetDetector
+from gpenvideo.errors import InputError, OutputError
+from gpenvideo.quality import QualityStage, SelectStage, TrackLedger
+from gpenvideo.restorer import RestoreStage
+from gpenvideo.segments import Recipe
+from gpenvideo.tracker import Tracker
+
+CONTEXT = tracking_context(RestoreConfig())
+
+
+class NoFaces:
+    batch_size = 1
+
+    def detect(self, images):
+        return [[] for _ in images]
+
+
+def stages(detector, size=64):
+    """A Recipe like api.restore_recipe's, with an inverting restorer (fast)."""
+    def factory(info):
+        ledger = TrackLedger()
+        return [DetectStage(detector), Tracker(), SelectStage(ledger),
+                RestoreStage(lambda c: 255 - np.asarray(c), size, 8), QualityStage(ledger),
+                Compositor(CompositeConfig(color_match=False), size, 1.0)]
+    return Recipe(build=factory)
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return YuNetDetector(shared_file("weights", "face_detection_yunet_2026may.onnx"),
+                         DetectConfig())
+
+
+@pytest.fixture(scope="module")
+def sheet(tmp_path_factory, yunet):
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    out = tmp_path_factory.mktemp("sheet") / "sheet.png"
+    result = pv.preview(clip, out, count=2, strengths=[0.5, 1.0], stages=stages(yunet))
+    return result, cv2.imread(str(out))
+
+
+def test_the_sheet_has_a_row_per_moment_and_a_column_per_strength(sheet):
+    result, image = sheet
+    assert len(result.moments) == 2 and result.strengths == [0.5, 1.0]
+    assert all(len(m.faces) == 1 and len(m.after) == 2 for m in result.moments)
+    layout = pv.sheet_layout((512, 512), 2, [1, 1])
+    assert image.shape == (layout.height, layout.width, 3)
+    assert layout.thumb_w == pv.THUMB_H  # a square film gives square thumbnails
+    # frame: before, after 0.5, after 1; the face: before, after 0.5, after 1
+    assert len(layout.frame_x) == 3 and len(layout.face_x(0)) == 3
+    assert layout.width == layout.face_x(0)[-1] + pv.THUMB_H + pv.GAP
+    for row in range(2):
+        y = layout.row_y(row)
+        frames = [image[y:y + pv.THUMB_H, x:x + layout.thumb_w] for x in layout.frame_x]
+        faces = [image[y:y + pv.THUMB_H, x:x + pv.THUMB_H] for x in layout.face_x(0)]
+        for picture in frames + faces:
+            assert picture.std() > 10  # a picture, not the background
+        before, half, full = (f.astype(int) for f in faces)
+        # the restorer inverts the face: half strength lies between before and full
+        assert np.abs(full - before).mean() > np.abs(half - before).mean() > 5
+    # the moments are spread over the film, each at a decoded frame's time
+    assert 0 < result.moments[0].seconds < 4 < result.moments[1].seconds < 8
+
+
+def test_a_preview_decodes_its_windows_only(sheet):
+    result, _ = sheet
+    keyframe_interval = 12  # frames between keyframes in the shared clips
+    assert result.windows == 2
+    assert result.decoded <= result.windows * (2 * CONTEXT + 1 + keyframe_interval)
+    assert result.decoded < 200 * 0.6  # the film has 200 frames
+
+
+def test_moments_without_faces_are_probed_within_their_slot_and_noted(tmp_path):
+    clip = make_clip(tmp_path / "long.mp4", seconds=40, size=(96, 64), gop=25)
+    result = pv.preview(clip, tmp_path / "s.png", count=2, stages=stages(NoFaces()))
+    assert result.windows == 2 * pv.PROBES and len(result.moments) == 2
+    assert all("no face" in n for n in result.notes) and len(result.notes) == 2
+    assert result.decoded <= result.windows * (2 * CONTEXT + 1 + 25)
+    assert result.decoded < 1000 / 2
+    assert result.estimate > 0
+
+
+def test_at_gives_exact_moments(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", seconds=8, size=(96, 64), gop=25)
+    result = pv.preview(clip, tmp_path / "s.png", at=[2.0, 5.52], stages=stages(NoFaces()))
+    assert [m.seconds for m in result.moments] == [2.0, 5.52]
+    assert result.decoded <= 2 * (2 * CONTEXT + 1 + 25)
+    with pytest.raises(InputError, match="past the end"):
+        pv.preview(clip, tmp_path / "t.png", at=[9.0], stages=stages(NoFaces()))
+
+
+def test_parse_times_and_strengths():
+    assert pv.parse_times("0:12,1:40.5, 95,1:00:01") == [12.0, 100.5, 95.0, 3601.0]
+    assert pv.parse_strengths("0.5,0.8,1") == [0.5, 0.8, 1.0]
+    for bad in ("x", "1:2:3:4", "-1"):
+        with pytest.raises(InputError):
+            pv.parse_times(bad)
+    with pytest.raises(InputError):
+        pv.parse_strengths("0.5,2")
+
+
+def test_an_existing_sheet_is_not_replaced_without_overwrite(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=10, size=(96, 64))
+    (tmp_path / "c_preview.png").write_bytes(b"x")
+    with pytest.raises(OutputError, match="--overwrite"):
+        pv.preview(clip, None, count=1, stages=stages(NoFaces()))
+    with pytest.raises(OutputError, match="PNG"):
+        pv.preview(clip, tmp_path / "s.jpg", count=1, stages=stages(NoFaces()))
+
+
+def test_faces_get_the_whole_film_ids_of_a_track_file(sheet, tmp_path):
+    result, _ = sheet
+    moment = result.moments[0]
+    box = moment.faces[0].box
+    doc = {"width": 512, "height": 512, "frames": [
+        {"pts": moment.seconds + 0.01, "faces": [{"track": 7, "box": [float(v) for v in box]},
+                                                  {"track": 9, "box": [0, 0, 5, 5]}]}]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    info = type("Info", (), {"width": 512, "height": 512, "frame_rate": 25, "path": "x"})
+    index = pv.load_track_index(path, info)
+    twin = pv.Moment(moment.seconds, moment.before, moment.after, list(moment.faces),
+                     set(moment.restored_ids))
+    assert index.relabel(twin) == {moment.faces[0].track_id: 7}
+    assert [f.track_id for f in twin.faces] == [7] and twin.restored_ids == {7}
+    doc["width"] = 640
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="gpenvideo track"):
+        pv.load_track_index(path, info)
+
+
+def test_cli_preview_with_a_small_gpen_writes_the_sheet_and_a_side_by_side_clip(tmp_path,
+                                                                                capsys):
+    ckpt = tiny_gpen(tmp_path)
+    clip = shared_file("media", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
+    out = tmp_path / "p.png"
+    code = main(["preview", str(clip), "-o", str(out), "--weights", str(ckpt),
+                 "--weights-dir", str(SHARED / "weights"), "--at", "0:03", "--clip", "0.2"])
+    assert code == 0
+    image = cv2.imread(str(out))
+    layout = pv.sheet_layout((512, 512), 1, [1])
+    assert image.shape == (layout.height, layout.width, 3)
+    with av.open(str(out.with_suffix(".mp4"))) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (512, 1024, 3)
+    with av.open(str(clip)) as c:
+        source = next(f.to_ndarray(format="bgr24") for f in c.decode(video=0)
+                      if f.pts * f.time_base >= 3)
+    left, right = frames[0][:, :512].astype(int), frames[0][:, 512:].astype(int)
+    assert np.abs(left - source).mean() < 3  # before: the source frame (after H.264)
+    assert np.abs(right - left).mean() > 3  # after: the face restored
+    printed = capsys.readouterr().out
+    assert "a full restore" in printed and "flicker" in printed
