@@ -107,9 +107,11 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     runs on one thread with fewer than 16 samples, and the two round differently (1e-7), which
     changes a few output levels and then every packet of the encoded video. CPU float32 1x1
     convolutions therefore always take oneDNN here (the path PyTorch takes on 2+ threads).
+    Under torch.compile the plain convolution is traced (the oneDNN op has no meta kernel).
     """
     if (weight.shape[-2:] == (1, 1) and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not torch.compiler.is_compiling()):
         return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias,
                                                  [padding] * 2, [stride] * 2, [1, 1], 1)
     return F.conv2d(x, weight, bias, stride, padding)
