@@ -60,7 +60,8 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
     write the document there as JSON. Options as for restore_video (those of `gpenvideo
     track`: detector=, min_face_size=, score_threshold=, max_faces=, model=, weights= ...).
     Returns {"source", "width", "height", "crop_size": S, "tracks": confirmed tracks, "frames":
-    [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score", "transform"}]}]},
+    [{"pts": seconds, "faces": [{"track", "box", "raw", "smoothed", "score", "weight",
+    "transform"}]}]},
     "transform" being the 2x3 matrix from upright source pixels to the S x S aligned crop the
     restorer cuts; "per_track": quality.TRACK_FIELDS rows (flicker None). Raises TypeError for
     an unknown option, GpenVideoError subclasses."""
@@ -91,6 +92,7 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
                            "raw": None if f.raw is None else np.round(f.raw, 2).tolist(),
                            "smoothed": np.round(f.smoothed, 2).tolist(),
                            "score": round(float(f.score), 4),
+                           "weight": round(float(f.weight), 3),
                            "transform": [[round(float(v), 6) for v in row] for row in
                                          (landmark_matrix(f) if f.matrix is None else f.matrix)
                                          * (crop_size / 512)]} for f in frame.faces]})

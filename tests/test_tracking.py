@@ -154,6 +154,8 @@ def test_real_clip_tracks_one_face_in_every_frame(clip, tmp_path):
     face = doc["frames"][50]["faces"][0]
     assert face["smoothed"][0][0] < face["smoothed"][1][0]  # image-left eye first
     assert doc["frames"][1]["pts"] == pytest.approx(0.04)
+    # a face seen throughout a clean clip is restored in full in every frame
+    assert all(f["faces"][0]["weight"] == 1.0 for f in doc["frames"])
 
 
 def test_default_config_file_mirrors_the_dataclasses():
