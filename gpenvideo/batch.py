@@ -72,6 +72,9 @@ def collect(inputs: list[Path], output: str | Path | None) -> list[Job]:
     if many and output is not None and output.exists() and not output.is_dir():
         raise InputError(f"{output}: is a file, but several inputs need an output folder; "
                          "give -o a folder")
+    if many and output is not None and not folder:  # `-o one.mp4`: a file's name
+        raise InputError(f"{output}: several inputs need an output folder, not a file name; "
+                         f"give -o a folder (e.g. -o {output.with_suffix('')}/)")
     jobs: list[Job] = []
     for item in inputs:
         if _is_list(item):

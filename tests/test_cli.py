@@ -366,3 +366,17 @@ def test_stale_partial_files_of_killed_runs_are_removed(tmp_path):
                                overwrite=True)
     assert outcomes[0].status == "done"
     assert not running.exists() and other.exists()
+
+
+# -- new-user trial -------------------------------------------------------------------------------
+
+def test_several_inputs_with_a_file_name_as_output_are_refused(tmp_path, capsys):
+    a, b = (make_clip(tmp_path / f"{n}.mp4", frames=3, size=(32, 24)) for n in "ab")
+    assert main(["restore", str(a), str(b), "-o", str(tmp_path / "one.mp4"), "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "several inputs need an output folder" in err
+    assert f"-o {tmp_path / 'one'}/" in err and not (tmp_path / "one.mp4").exists()
+    (tmp_path / "dir.mp4").mkdir()  # an existing folder of such a name is fine
+    assert main(["restore", str(a), str(b), "-o", str(tmp_path / "dir.mp4"), "--identity",
+                 "-q"]) == 0
+    assert (tmp_path / "dir.mp4" / "b_restored.mp4").is_file()
