@@ -233,12 +233,56 @@ def load_config(path: str | Path | None = None) -> RestoreConfig:
             raise InputError(f"{path}: unknown section [{section}]")
         if not isinstance(values, dict):
             raise InputError(f"{path}: [{section}] must be a table")
-        known = {f.name for f in dataclasses.fields(getattr(cfg, section))}
-        for key in values:
-            if key not in known:
+        types = {f.name: f.type for f in dataclasses.fields(getattr(cfg, section))}
+        for key, value in values.items():
+            if key not in types:
                 raise InputError(f"{path}: unknown key {key!r} in [{section}]")
+            if not _has_type(value, types[key]):
+                raise InputError(f"{path}: [{section}] {key} = {value!r} is not valid: give "
+                                 f"{_type_words(types[key])}")
+            if isinstance(value, int) and types[key].split("|")[0].strip() == "float":
+                values[key] = float(value)  # `strength = 1`: the same settings as 1.0
         cfg = cfg.replace(section, **values)
-    return validate(cfg)
+    try:
+        return validate(cfg)
+    except InputError as exc:
+        raise InputError(f"{path}: {_file_words(str(exc), cfg)}") from exc
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether a TOML value fits a field annotated `annotation` (the dataclass's annotation
+    text: int, float, bool, str, `X | None`, `tuple[int, ...]`). An int is a float; a bool is
+    neither an int nor a float; None is never written in TOML (leave the key out)."""
+    scalars = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+    for kind in (k.strip() for k in annotation.split("|") if k.strip() != "None"):
+        if kind.startswith("tuple["):
+            item = kind[len("tuple["):].split(",")[0].strip()
+            if isinstance(value, list) and all(_has_type(v, item) for v in value):
+                return True
+        elif isinstance(value, scalars.get(kind, ())) and (
+                kind == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def _type_words(annotation: str) -> str:
+    """`int` -> 'a whole number', `tuple[int, ...]` -> 'a list of whole numbers, e.g. [1, 3]'."""
+    words = {"int": "a whole number", "float": "a number", "bool": "true or false",
+             "str": "a quoted string"}
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
+    text = " or ".join("a list of whole numbers, e.g. [1, 3]" if k.startswith("tuple[")
+                       else words.get(k, k) for k in kinds)
+    return text + (" (or leave the key out for the default)" if "None" in annotation else "")
+
+
+def _file_words(message: str, cfg: RestoreConfig) -> str:
+    """A validate() message about `--option value` reworded for a config file: the option
+    named as its [section] key, since the value came from the file."""
+    for option in OPTIONS:
+        flag = f"--{option.name} "
+        if message.startswith(flag):
+            return f"[{option.section}] {option.key} = " + message[len(flag):]
+    return message
 
 
 @dataclass(frozen=True)

@@ -380,3 +380,30 @@ def test_several_inputs_with_a_file_name_as_output_are_refused(tmp_path, capsys)
     assert main(["restore", str(a), str(b), "-o", str(tmp_path / "dir.mp4"), "--identity",
                  "-q"]) == 0
     assert (tmp_path / "dir.mp4" / "b_restored.mp4").is_file()
+
+
+@pytest.mark.parametrize("line, words", [
+    ('[track]\nramp_frames = "five"', "[track] ramp_frames = 'five' is not valid: give a whole"),
+    ("[composite]\nstrength = 7", "[composite] strength = 7.0 is not valid: give 0 to 1"),
+    ("[pipeline]\nresume = 1", "[pipeline] resume = 1 is not valid: give true or false"),
+    ('[select]\nfaces = [1, "x"]', "[select] faces = [1, 'x'] is not valid: give a list"),
+])
+def test_a_bad_value_in_a_config_file_names_the_file_and_key(tmp_path, capsys, line, words):
+    config = tmp_path / "my.toml"
+    config.write_text(line + "\n")
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "--config", str(config), "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gpenvideo: error: {config}: {words}") and "\n" not in err
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4", "my.toml"]
+
+
+def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
+    from gpenvideo.config import load_config
+
+    assert load_config(ROOT / "configs" / "default.toml") == RestoreConfig()
+    config = tmp_path / "my.toml"
+    config.write_text("[pipeline]\nsegment_seconds = 30\n[composite]\nstrength = 1\n")
+    cfg = load_config(config)
+    assert cfg.pipeline.segment_seconds == 30 and cfg.composite.strength == 1
+    assert isinstance(cfg.composite.strength, float)
