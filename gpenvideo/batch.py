@@ -216,11 +216,7 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
     try:
         target, notes = target_for(job)
         outcome.output = str(target)
-        if job.into:
-            created = _make_folders(target.parent)
-        if not target.parent.is_dir():
-            raise OutputError(f"{target}: the folder {target.parent} does not exist; "
-                              "create it first")
+        created = _make_folders(target)  # `-o out/`, `-o out/film.mkv`: made when missing
         lock = manifest.OutputLock(target)
         if not lock.acquire():
             outcome.status = "busy"
@@ -267,10 +263,16 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
     return outcome, None, summary
 
 
-def _make_folders(folder: Path) -> list[Path]:
-    """Create `folder` and its missing parents; return those created, outermost first.
-    Raises OSError when the filesystem refuses."""
+def _make_folders(target: Path) -> list[Path]:
+    """Create the folder of `target` and its missing parents; return those created, outermost
+    first (removed again, while empty, when the job fails). Raises OutputError when one of
+    them is a file; OSError when the filesystem refuses."""
+    folder = target.parent
     missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    blocking = next((f for f in (folder, *folder.parents) if f.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise OutputError(f"{target}: {blocking} is a file, not a folder; choose another "
+                          "output folder")
     folder.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
 

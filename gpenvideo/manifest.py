@@ -209,6 +209,10 @@ def filesystem_error(exc: OSError, source: Path, output: Path) -> GpenVideoError
         return OutputError(f"{folder}: cannot write {output.name} in this folder "
                            f"({os.strerror(code)}); make the folder writable or choose another "
                            "output folder with -o")
+    if code == errno.ENOENT and folder.is_dir():  # /proc, /sys: files cannot be created there
+        return OutputError(f"{folder}: cannot write {output.name} in this folder (the "
+                           "filesystem does not take new files); choose another output folder "
+                           "with -o")
     if code in NO_SPACE:
         return OutputError(f"{output}: the disk is full ({os.strerror(code)}); free space on "
                            f"the disk holding {folder}, or write elsewhere with -o")

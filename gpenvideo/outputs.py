@@ -37,12 +37,12 @@ def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[st
 
 def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[Path, list[str]]:
     """Where the output goes: `output`, or `<name>_restored.<ext>` beside the source, or in the
-    folder `output` names (see is_folder_name; `run` creates it when missing).
+    folder `output` names (see is_folder_name; segments.prepare creates it when missing).
 
     Returns the target and notes for the user (see output_name).
     Raises OutputError if the target is the input itself, exists without `overwrite`, or the
-    folder of a named output file does not exist; InputError for an output suffix whose
-    container is not supported.
+    folder of the target is a file; InputError for an output suffix whose container is not
+    supported. A missing folder, of a named file too, is created by the caller.
     """
     notes: list[str] = []
     named_file = output is not None and not is_folder_name(output)
@@ -56,8 +56,6 @@ def resolve_output(source: Path, output: Path | None, overwrite: bool) -> tuple[
     if output.parent.exists() and not output.parent.is_dir():
         raise OutputError(f"{output}: {output.parent} is a file, not a folder; "
                           "choose another output folder")
-    if named_file and not output.parent.is_dir():
-        raise OutputError(f"{output}: the folder {output.parent} does not exist; create it first")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
     return output, notes

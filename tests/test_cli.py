@@ -407,3 +407,25 @@ def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
     cfg = load_config(config)
     assert cfg.pipeline.segment_seconds == 30 and cfg.composite.strength == 1
     assert isinstance(cfg.composite.strength, float)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_proc_is_one_line_naming_the_folder(tmp_path, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "-o", "/proc/x.mp4", "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpenvideo: error: /proc: cannot write x.mp4 in this folder")
+    assert "internal" not in err and ".lock" not in err and "\n" not in err
+
+
+def test_the_missing_folders_of_a_named_output_file_are_made_and_removed_on_failure(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    target = tmp_path / "out" / "deep" / "flash.mkv"
+    assert main(["restore", str(src), "-o", str(target), "--identity", "-q"]) == 0
+    assert target.is_file()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500)
+    assert main(["restore", str(bad), "-o", str(tmp_path / "new" / "er" / "x.mkv"),
+                 "--identity"]) == 2
+    assert not (tmp_path / "new").exists()
+    assert main(["restore", str(src), "-o", str(src / "x.mkv"), "--identity"]) == 2
