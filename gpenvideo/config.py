@@ -196,6 +196,10 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
         if any(i < 1 for i in ids):
             raise InputError(f"{option} {','.join(map(str, ids))} is not valid: give track ids "
                              "(1, 2, ...) as `gpenvideo track` or `gpenvideo preview` show them")
+    both = sorted(set(cfg.select.faces) & set(cfg.select.skip_faces))
+    if both:
+        raise InputError(f"--faces and --skip-faces both name track {','.join(map(str, both))}: "
+                         "give each track to one of them only")
     if cfg.pipeline.threads < 0:
         raise InputError(f"--threads {cfg.pipeline.threads} is not valid: give 0 (from the "
                          "cores) or more")

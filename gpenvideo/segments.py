@@ -285,8 +285,30 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
         raise
     if summary.corrupt_packets:
         summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
+    if recipe.mode == "restore":
+        summary.notes += unseen_track_notes(cfg, summary.per_track)
     summary.seconds = time.monotonic() - clock.started
     return summary
+
+
+def unseen_track_notes(cfg: RestoreConfig, per_track: list[dict]) -> list[str]:
+    """Notes for the track ids of --faces/--skip-faces that no track of the film has (so the
+    choice selected nothing for them), e.g. "track 5 was not found; the film has tracks 1-2"."""
+    chosen = sorted(set(cfg.select.faces) | set(cfg.select.skip_faces))
+    seen = sorted({int(row["track"]) for row in per_track})
+    unseen = [i for i in chosen if i not in seen]
+    if not unseen:
+        return []
+    if not seen:
+        has = "no face tracks"
+    elif seen == list(range(seen[0], seen[-1] + 1)) and len(seen) > 1:
+        has = f"tracks {seen[0]}-{seen[-1]}"
+    else:
+        has = ("track " if len(seen) == 1 else "tracks ") + ", ".join(map(str, seen))
+    ids = ", ".join(map(str, unseen))
+    verb = "was" if len(unseen) == 1 else "were"
+    plural = "s" if len(unseen) > 1 else ""
+    return [f"track{plural} {ids} {verb} not found; the film has {has} (see gpenvideo track)"]
 
 
 def _whole_film_for_selection(plan: RunPlan, executor: SegmentExecutor | None) -> float:

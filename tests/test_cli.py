@@ -13,14 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from clips import make_clip
-from conftest import ROOT, shared_file
+from conftest import ROOT, shared_file, tiny_gpen
 
 from gpenvideo import batch, engine, manifest, segments
 from gpenvideo.cli import main
 from gpenvideo.config import DetectConfig, RestoreConfig
+from gpenvideo.media import Decoder
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -429,3 +431,39 @@ def test_the_missing_folders_of_a_named_output_file_are_made_and_removed_on_fail
                  "--identity"]) == 2
     assert not (tmp_path / "new").exists()
     assert main(["restore", str(src), "-o", str(src / "x.mkv"), "--identity"]) == 2
+
+
+def test_faces_and_skip_faces_naming_one_track_are_refused(tmp_path, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "--faces", "1,2", "--skip-faces", "2", "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("gpenvideo: error: --faces and --skip-faces both name track 2: give each "
+                   "track to one of them only")
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
+def test_unseen_track_notes():
+    cfg = RestoreConfig().replace("select", faces=(5,), skip_faces=(2,))
+    rows = [{"track": 1}, {"track": 2}]
+    assert segments.unseen_track_notes(cfg, rows) == [
+        "track 5 was not found; the film has tracks 1-2 (see gpenvideo track)"]
+    cfg = RestoreConfig().replace("select", faces=(3, 4))
+    assert segments.unseen_track_notes(cfg, [{"track": 1}, {"track": 5}]) == [
+        "tracks 3, 4 were not found; the film has tracks 1, 5 (see gpenvideo track)"]
+    assert segments.unseen_track_notes(cfg, []) == [
+        "tracks 3, 4 were not found; the film has no face tracks (see gpenvideo track)"]
+    assert segments.unseen_track_notes(cfg, [{"track": 3}, {"track": 4}]) == []
+
+
+def test_a_track_choice_that_selects_nothing_is_noted(tmp_path, capsys):
+    with Decoder(shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")) as dec:
+        pictures = [cv2.resize(f.image, (160, 160), interpolation=cv2.INTER_AREA)
+                    for f, _ in zip(dec.frames(), range(6))]
+    src = make_clip(tmp_path / "film.mp4", frames=6, size=(160, 160), image_fn=pictures.__getitem__)
+    report = tmp_path / "rep"
+    code = main(["restore", str(src), "--faces", "5", "--weights", str(tiny_gpen(tmp_path)),
+                 "--weights-dir", str(shared_file("weights")), "--report", str(report)])
+    assert code == 0
+    note = "track 5 was not found; the film has track 1 (see gpenvideo track)"
+    assert f"note: {note}" in capsys.readouterr().out
+    assert note in report_of(report)["film.mp4"]["warnings"]
