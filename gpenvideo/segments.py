@@ -213,6 +213,7 @@ def prepare(source: str | Path, output: str | Path | None, cfg: RestoreConfig,
     try:
         media.check_encode(cfg.encode)
         target, notes = resolve_output(source, Path(output) if output else None, overwrite)
+        media.check_container(cfg.encode, target)  # before any work: prores_ks in .mp4 ...
         target.parent.mkdir(parents=True, exist_ok=True)  # a folder named by -o out/
     except BaseException:
         decoder.close()

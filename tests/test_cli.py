@@ -467,3 +467,21 @@ def test_a_track_choice_that_selects_nothing_is_noted(tmp_path, capsys):
     note = "track 5 was not found; the film has track 1 (see gpenvideo track)"
     assert f"note: {note}" in capsys.readouterr().out
     assert note in report_of(report)["film.mp4"]["warnings"]
+
+
+@pytest.mark.parametrize("codec, name, remedy", [
+    ("prores_ks", "pr.mp4", "name the output .mov or .mkv"),
+    ("ffv1", "pr.mov", "name the output .mp4, .m4v or .mkv"),
+])
+def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path, capsys,
+                                                                      monkeypatch, codec,
+                                                                      name, remedy):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    started = []
+    monkeypatch.setattr(segments, "execute", lambda *a, **k: started.append(1))
+    target = tmp_path / "out" / name
+    assert main(["restore", str(src), "--codec", codec, "-o", str(target), "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpenvideo: error: {target}: the {target.suffix} container cannot hold "
+                   f"{codec} video; {remedy}")
+    assert not started and sorted(os.listdir(tmp_path)) == ["film.mp4"]

@@ -11,13 +11,20 @@ from pathlib import Path
 from ..config import EncodeConfig
 from ..frames import VideoInfo
 from .decode import Decoder, check_input_path
-from .encode import Encoder, check_encoder, container_for, default_output_suffix, resolve_encode
+from .encode import (
+    Encoder,
+    check_container,
+    check_encoder,
+    container_for,
+    default_output_suffix,
+    resolve_encode,
+)
 from .ffmpeg_pipe import FfmpegEncoder, check_ffmpeg, ffmpeg_codec
 from .remux import StreamIndex, concatenate, scan, segment_container
 
-__all__ = ["Decoder", "Encoder", "FfmpegEncoder", "StreamIndex", "check_encode",
-           "check_input_path", "concatenate", "container_for", "default_output_suffix",
-           "open_encoder", "resolve", "scan", "segment_container"]
+__all__ = ["Decoder", "Encoder", "FfmpegEncoder", "StreamIndex", "check_container",
+           "check_encode", "check_input_path", "concatenate", "container_for",
+           "default_output_suffix", "open_encoder", "resolve", "scan", "segment_container"]
 
 
 def check_encode(cfg: EncodeConfig) -> None:

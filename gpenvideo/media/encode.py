@@ -11,6 +11,7 @@ concatenation of segments, from a demuxer of the source opened here.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -63,6 +64,33 @@ INTERLEAVE_AHEAD = 0.5
 def container_for(path: Path) -> str | None:
     """FFmpeg muxer name for an output suffix among MODERN_CONTAINERS, else None."""
     return MODERN_CONTAINERS.get(path.suffix.lower())
+
+
+def check_container(cfg: EncodeConfig, target: Path) -> None:
+    """Refuse, before any work, a --codec the output's container cannot hold (prores_ks in an
+    .mp4, ffv1 in a .mov ...), naming the user's output and the containers that can hold it.
+    --codec auto is decided per container later; --encoder ffmpeg takes any name. Raises
+    InputError."""
+    fmt = container_for(target)
+    if cfg.encoder != "pyav" or cfg.codec == "auto" or fmt is None:
+        return
+    try:
+        codec = av.Codec(cfg.codec, "w").canonical_name
+    except (av.FFmpegError, ValueError):
+        return  # check_encoder names an unknown encoder
+    able = [suffix for suffix, name in MODERN_CONTAINERS.items()
+            if name != fmt and codec in _supported_codecs(name)]
+    if codec not in _supported_codecs(fmt):
+        names = ", ".join(able[:-1]) + (" or " if len(able) > 1 else "") + able[-1] if able else ""
+        remedy = f"name the output {names}" if able else "choose another --codec"
+        raise InputError(f"{target}: the {target.suffix} container cannot hold {cfg.codec} "
+                         f"video; {remedy}")
+
+
+def _supported_codecs(fmt: str) -> frozenset[str]:
+    """The codecs FFmpeg's muxer `fmt` can hold (nothing is written)."""
+    with av.open(io.BytesIO(), mode="w", format=fmt) as out:
+        return frozenset(out.supported_codecs)
 
 
 def default_output_suffix(source: Path) -> str:
