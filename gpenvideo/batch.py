@@ -7,6 +7,7 @@ The model is loaded once, on the first file that needs it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -43,7 +44,9 @@ class Outcome:
     """One row of the batch report."""
 
     input: str
-    status: str  # done, skipped (finished earlier), busy (another run holds it), failed
+    # done, skipped (finished earlier), busy (another run holds it), failed, interrupted
+    # (Ctrl-C or a stop signal while it ran; the batch stopped there)
+    status: str
     output: str = ""
     duration: float = 0.0  # seconds of video
     frames: int = 0
@@ -145,7 +148,8 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
               ray_address: str | None = None, debug: bool = False) -> list[Outcome]:
     """Restore every job in turn. A file that fails, whatever the error, is reported
     (Outcome.status "failed" with the one-line cause, logged as an error) and the batch goes
-    on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it. With a single job its outcome is handed
+    on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it, the file it stopped in handed to
+    on_done as "interrupted". With a single job its outcome is handed
     to on_done and then its error raised: a GpenVideoError (a filesystem failure becomes an
     OutputError naming the user's file or folder), or the unexpected exception as it was.
     debug: keep each failure's traceback in Outcome.traceback and in the log.
@@ -159,8 +163,17 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
         for number, job in enumerate(jobs, 1):
             if on_start:
                 on_start(number, len(jobs), job.source)
-            outcome, error, _ = _run_job(job, cfg, identity, overwrite, settings, stages,
-                                         progress, debug)
+            try:
+                outcome, error, _ = _run_job(job, cfg, identity, overwrite, settings, stages,
+                                             progress, debug)
+            except (Cancelled, KeyboardInterrupt):  # in the table and report, then stop
+                outcome = Outcome(input=str(job.source), status="interrupted")
+                with contextlib.suppress(Exception):
+                    outcome.output = str(target_for(job)[0])
+                outcomes.append(outcome)
+                if on_done:
+                    on_done(outcome)
+                raise
             outcomes.append(outcome)
             if on_done:
                 on_done(outcome)
@@ -373,7 +386,7 @@ TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:
     """How many files ended in each status."""
     return {status: sum(1 for o in outcomes if o.status == status)
-            for status in ("done", "skipped", "busy", "failed")}
+            for status in ("done", "skipped", "busy", "failed", "interrupted")}
 
 
 def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
@@ -412,6 +425,11 @@ def exit_code(outcomes: list[Outcome]) -> int:
     return next((o.exit_code or 1 for o in outcomes if o.status == "failed"), 0)
 
 
+def _without(error: str, name: str) -> str:
+    """`error` less a leading `name: ` (most errors start with the file they are about)."""
+    return error[len(name) + 2:] if error.startswith(f"{name}: ") else error
+
+
 def summary_table(outcomes: list[Outcome]) -> str:
     """The end-of-batch table, one line per file."""
     rows = [("status", "frames", "faces", "tracks", "time", "fps", "file")]
@@ -419,7 +437,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
         name = o.output if o.status in ("done", "skipped") else o.input
         rows.append((o.status, str(o.frames), str(o.faces), str(o.tracks),
                      f"{o.seconds:.1f}s" if o.seconds else "-", f"{o.fps:.1f}" if o.fps else "-",
-                     name if o.status != "failed" else f"{name}: {o.error}"))
+                     name if o.status != "failed" else f"{name}: {_without(o.error, name)}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = [rows[0]]
     for r, o in zip(rows[1:], outcomes):

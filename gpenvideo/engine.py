@@ -109,6 +109,9 @@ class RunSummary:
     # per-track figures (quality.TRACK_FIELDS; "segment" added in segmented runs)
     per_track: list[dict] = field(default_factory=list)
     encoder: str = ""  # the video encoder used (what --codec auto chose)
+    # (first pts, last pts + duration) of the frames written, source time base; None: unknown
+    written_pts: tuple[int, int] | None = None
+    written_known: bool = True  # False: some piece did not say (written_pts is then partial)
 
     @property
     def fps(self) -> float:
@@ -124,6 +127,13 @@ class RunSummary:
         self.corrupt_packets += counts.get("corrupt_packets", 0)
         self.per_track += counts.get("per_track", [])
         self.notes += [n for n in notes if n not in self.notes]
+        if counts["frames"] and "end_pts" not in counts:  # a segment of an older version
+            self.written_known = False
+        if "end_pts" in counts:
+            first, end = counts["first_pts"], counts["end_pts"]
+            span = self.written_pts
+            self.written_pts = (first, end) if span is None else (min(span[0], first),
+                                                                 max(span[1], end))
 
 
 class Clock:
@@ -225,7 +235,9 @@ class Piece:
 def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage],
               encoder: Encoder | FfmpegEncoder, queue_size: int, clock: Clock) -> dict[str, int]:
     """Run one piece through decoder -> stages -> encoder on threads. Returns its counts:
-    frames and faces written, tracks first seen in it, corrupt packets skipped.
+    frames and faces written, tracks first seen in it, corrupt packets skipped, and (when a
+    frame was written) first_pts and end_pts (the last frame's pts + duration), in the
+    source's time base: what was written, however long the container claims the film is.
     Raises the first error of any thread; Cancelled on Ctrl-C (every thread stopped, joined)."""
     workers = _Workers()
     queues = [queue.Queue(maxsize=queue_size) for _ in range(len(chain) + 1)]
@@ -258,6 +270,10 @@ def run_piece(decoder: Decoder, piece: Piece, chain: list[Stage],
                 continue
             encoder.write(frame)
             seen.update(ids - inherited)
+            if not counts["frames"]:
+                counts["first_pts"] = frame.pts
+            counts["end_pts"] = max(counts.get("end_pts", frame.pts),
+                                    frame.pts + max(frame.duration, 0))
             counts["frames"] += 1
             counts["faces"] += len(frame.faces)
 

@@ -284,6 +284,9 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if summary.written_pts is not None and summary.written_known:  # a cut-off file: what was written, not what it claims
+        first, end = summary.written_pts
+        summary.duration = float((end - first) * info.time_base)
     if summary.corrupt_packets:
         summary.notes.append(f"{summary.corrupt_packets} damaged video packets were skipped")
     if recipe.mode == "restore":

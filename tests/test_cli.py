@@ -93,7 +93,7 @@ def test_ctrl_c_still_stops_the_batch(tmp_path, three_clips, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         batch.run_batch(batch.collect(three_clips, tmp_path / "out"), RestoreConfig(),
                         identity=True, on_done=outcomes.append)
-    assert [o.status for o in outcomes] == ["done"]  # c was not started
+    assert [o.status for o in outcomes] == ["done", "interrupted"]  # c was not started
     assert not (tmp_path / "out" / "c_restored.mp4").exists()
 
 
@@ -485,3 +485,44 @@ def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path, 
     assert err == (f"gpenvideo: error: {target}: the {target.suffix} container cannot hold "
                    f"{codec} video; {remedy}")
     assert not started and sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
+def test_a_batch_stopped_by_ctrl_c_lists_the_interrupted_file(tmp_path, three_clips,
+                                                              monkeypatch, capsys):
+    fail_on(monkeypatch, "b.mp4", KeyboardInterrupt())
+    report = tmp_path / "rep"
+    code = main(["restore", *map(str, three_clips), "-o", str(tmp_path / "out"), "--identity",
+                 "--report", str(report)])
+    assert code == 130
+    files = report_of(report)
+    assert [(n, f["status"]) for n, f in files.items()] == [("a.mp4", "done"),
+                                                            ("b.mp4", "interrupted")]
+    assert files["b.mp4"]["output"] == str(tmp_path / "out" / "b_restored.mp4")
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("interrupted"))
+    assert row.split() == ["interrupted", "0", "0", "0", "-", "-", str(three_clips[1])]
+    assert "1 done, 1 interrupted" in table
+
+
+def test_a_failed_row_names_the_file_once(tmp_path, three_clips, capsys):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert main(["restore", str(three_clips[0]), str(empty), "-o", str(tmp_path / "out"),
+                 "--identity"]) == 2
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("failed"))
+    assert row.count("empty.mp4") == 1 and f"{empty}: the file is empty" in row
+
+
+def test_the_report_of_a_cut_off_file_has_the_duration_written(tmp_path):
+    whole = make_clip(tmp_path / "whole.mkv", frames=75, size=(64, 48))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[:len(data) * 45 // 100])
+    whole.unlink()
+    report = tmp_path / "rep"
+    assert main(["restore", str(cut), "-o", str(tmp_path / "out") + "/", "--identity",
+                 "--report", str(report)]) == 0
+    row = report_of(report)["cut.mkv"]
+    assert 10 < row["frames"] < 60
+    assert row["duration"] == pytest.approx(row["frames"] / 25, abs=0.05)  # not the 3.0 claimed
