@@ -384,9 +384,12 @@ TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", 
 
 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:
-    """How many files ended in each status."""
-    return {status: sum(1 for o in outcomes if o.status == status)
-            for status in ("done", "skipped", "busy", "failed", "interrupted")}
+    """How many files ended in each status ("interrupted" only when the batch was stopped)."""
+    totals = {status: sum(1 for o in outcomes if o.status == status)
+              for status in ("done", "skipped", "busy", "failed", "interrupted")}
+    if not totals["interrupted"]:
+        del totals["interrupted"]
+    return totals
 
 
 def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:

@@ -502,6 +502,7 @@ def test_a_batch_stopped_by_ctrl_c_lists_the_interrupted_file(tmp_path, three_cl
     row = next(line for line in table.splitlines() if line.startswith("interrupted"))
     assert row.split() == ["interrupted", "0", "0", "0", "-", "-", str(three_clips[1])]
     assert "1 done, 1 interrupted" in table
+    assert json.loads(report.with_name("rep.json").read_text())["totals"]["interrupted"] == 1
 
 
 def test_a_failed_row_names_the_file_once(tmp_path, three_clips, capsys):
