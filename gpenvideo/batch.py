@@ -154,8 +154,12 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     OutputError naming the user's file or folder), or the unexpected exception as it was.
     debug: keep each failure's traceback in Outcome.traceback and in the log.
     ray_address: render segments on a Ray cluster (distributed.RayExecutor; "" starts a local
-    one); None renders here."""
+    one); None renders here. Raises InputError, before Ray is started, for --faces/--skip-faces
+    with Ray."""
     cfg = validate(cfg)
+    if ray_address is not None and (cfg.select.faces or cfg.select.skip_faces):
+        raise InputError("--faces/--skip-faces name whole-film track ids, which segments "
+                         "rendered on Ray do not share; leave out --ray or the choice")
     stages: dict[str, Any] = {"ray": ray_address}  # the model or Ray workers, made on first use
     settings = api.settings_digest(cfg, identity)
     outcomes = []

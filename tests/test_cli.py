@@ -527,3 +527,17 @@ def test_the_report_of_a_cut_off_file_has_the_duration_written(tmp_path):
     row = report_of(report)["cut.mkv"]
     assert 10 < row["frames"] < 60
     assert row["duration"] == pytest.approx(row["frames"] / 25, abs=0.05)  # not the 3.0 claimed
+
+
+def test_ray_with_a_track_choice_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from gpenvideo import distributed
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(distributed, "RayExecutor", no_ray)
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "--ray", "--faces", "1", "--identity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpenvideo: error: --faces/--skip-faces name whole-film track ids")
+    assert "Ray was started" not in err and sorted(os.listdir(tmp_path)) == ["film.mp4"]
