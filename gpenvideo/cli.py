@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -377,6 +379,31 @@ def _stop_on_signals(received: list[int]) -> dict[int, object]:
     return previous
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`gpenvideo weights list | head -1`):
+    poll reports an error on its write end."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no file (a test's capture), no poll
+        return False
+    return any(event & select.POLLERR for _, event in events)
+
+
+def _quiet_on_closed_stdout() -> int:
+    """After the reader of stdout went away: point stdout at /dev/null, so that Python's own
+    flush at exit says nothing either, and return 141 (128 + SIGPIPE, as the shell reports a
+    command a closed pipe stopped)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (a test's capture)
+        pass
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gpenvideo` console script. Returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -404,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"gpenvideo: error: {exc}\n")
         return exc.exit_code
     except Exception as exc:  # an internal failure: say what and how to see more
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():  # `... | head`: not ours
+            return _quiet_on_closed_stdout()
         _clear_line()
         if args.debug:
             raise

@@ -541,3 +541,15 @@ def test_ray_with_a_track_choice_is_refused_before_ray_starts(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("gpenvideo: error: --faces/--skip-faces name whole-film track ids")
     assert "Ray was started" not in err and sorted(os.listdir(tmp_path)) == ["film.mp4"]
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly(monkeypatch, capsys):
+    """`gpenvideo weights list | head -1`: the reader goes away; exit 141 and say nothing."""
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "w", buffering=1) as pipe:  # line-buffered: each print writes
+        monkeypatch.setattr(sys, "stdout", pipe)
+        code = main(["weights", "list"])
+        monkeypatch.undo()
+    assert code == 141
+    assert capsys.readouterr().err == ""
