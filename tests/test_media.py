@@ -257,3 +257,22 @@ def test_dv_411_source_written_as_h264_says_its_chroma_became_420(tmp_path):
     assert any("yuv411p" in n and "yuv420p" in n and "ffv1" in n for n in summary.notes)
     with Decoder(tmp_path / "dv.mp4") as dec:
         assert dec.info.pix_fmt == "yuv420p"
+
+
+def video_timestamps(path: Path) -> list[float]:
+    """Presentation times (seconds) of every decoded picture of the first video stream."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [float(f.pts * stream.time_base) for f in c.decode(stream)]
+
+
+@pytest.mark.parametrize("codec,suffix", [("ffv1", ".mkv"), ("libsvtav1", ".mkv"),
+                                          ("prores_ks", ".mov")])
+def test_segments_of_codecs_quicktime_cannot_hold_join_into_the_film(tmp_path, codec, suffix):
+    # FFV1 is not a QuickTime codec and the mov muxer lists AV1 but refuses it: their segments
+    # are MP4; the joined film has every frame at the source's time
+    src = make_clip(tmp_path / "s.mkv", frames=30, size=(64, 48), gop=10)
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=0.4).replace("encode", codec=codec)
+    summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
+    assert summary.encoder == codec
+    assert video_timestamps(Path(summary.output)) == video_timestamps(src)

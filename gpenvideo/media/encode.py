@@ -242,7 +242,8 @@ class Encoder:
             if video_template is None:
                 self._video = self._add_video_stream(width, height)
             else:
-                self._video = self._out.add_stream_from_template(video_template)
+                self._video = self._out.add_stream_from_template(
+                    video_template, opaque=not _has_encoder(codec))
                 self._video.time_base = video_template.time_base
                 self._tag_video_stream(self._video)
             self._copies: dict[int, _CopiedStream] = {}
@@ -613,6 +614,17 @@ def container_holds(out: av.container.OutputContainer, codec: str) -> bool:
     """Whether the output container `out` can hold a stream of `codec` (canonical name)."""
     return (codec in out.supported_codecs
             and codec not in REFUSED_CODECS.get(out.format.name, frozenset()))
+
+
+def _has_encoder(name: str) -> bool:
+    """Whether FFmpeg has an encoder of this name. A stream whose decoder has none (AV1's
+    libdav1d) is copied as an opaque template: PyAV otherwise looks for an encoder by the
+    decoder's name and fails."""
+    try:
+        av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
 
 
 def _packet_seconds(packet: av.Packet) -> float | None:
