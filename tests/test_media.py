@@ -276,3 +276,15 @@ def test_segments_of_codecs_quicktime_cannot_hold_join_into_the_film(tmp_path, c
     summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
     assert summary.encoder == codec
     assert video_timestamps(Path(summary.output)) == video_timestamps(src)
+
+
+@pytest.mark.parametrize("suffix,audio", [(".ts", 1), (".avi", 0)])
+def test_an_old_container_gets_an_mkv_note_that_says_why_without_inventing_audio(
+        tmp_path, suffix, audio):
+    src = make_clip(tmp_path / f"c{suffix}", frames=3, size=(64, 48), audio=audio,
+                    audio_codec="mp2" if audio else "aac")
+    summary = identity(src, cfg=RestoreConfig().replace("encode", crf=0))
+    assert Path(summary.output).suffix == ".mkv"
+    note, = (n for n in summary.notes if "c_restored.mkv" in n)
+    assert f"not {suffix}" in note and "MKV holds every stream" in note
+    assert "audio" not in note and "cannot hold" not in note
