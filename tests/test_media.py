@@ -288,3 +288,15 @@ def test_an_old_container_gets_an_mkv_note_that_says_why_without_inventing_audio
     note, = (n for n in summary.notes if "c_restored.mkv" in n)
     assert f"not {suffix}" in note and "MKV holds every stream" in note
     assert "audio" not in note and "cannot hold" not in note
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_still_image_is_refused_in_one_line(tmp_path, capsys, suffix):
+    import cv2
+
+    photo = tmp_path / f"photo{suffix}"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 128, np.uint8))
+    assert main(["restore", str(photo), "--identity"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gpenvideo: error: {photo}: is a still image; gpenvideo restores videos"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [photo.name]
