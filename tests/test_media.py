@@ -214,7 +214,7 @@ def test_dv_411_source_keeps_its_chroma_bit_for_bit_with_ffv1(tmp_path):
     # DV is interlaced: --deinterlace auto would (rightly) change every picture
     cfg = RestoreConfig().replace("decode", deinterlace="off").replace("encode", codec="ffv1")
     summary = identity(src, tmp_path / "dv.mkv", cfg=cfg)
-    assert not any("chroma" in n for n in summary.notes)
+    assert not any("chroma" in n or "interlaced" in n for n in summary.notes)
     with Decoder(tmp_path / "dv.mkv") as dec:
         assert dec.info.pix_fmt == "yuv411p"
     before, after = stored_planes(src), stored_planes(tmp_path / "dv.mkv")
@@ -255,6 +255,8 @@ def test_dv_411_source_written_as_h264_says_its_chroma_became_420(tmp_path):
     summary = identity(src, tmp_path / "dv.mp4", cfg=RestoreConfig().replace("encode",
                                                                              codec="libx264"))
     assert any("yuv411p" in n and "yuv420p" in n and "ffv1" in n for n in summary.notes)
+    # DV is interlaced: deinterlaced by default, and the summary says so
+    assert any("interlaced" in n and "--deinterlace off" in n for n in summary.notes)
     with Decoder(tmp_path / "dv.mp4") as dec:
         assert dec.info.pix_fmt == "yuv420p"
 

@@ -213,6 +213,9 @@ class Decoder:
         deinterlace = mode == "on" or (mode == "auto" and interlaced)
         if deinterlace:
             self._graph = self._build_deinterlacer(first, "all" if mode == "on" else "interlaced")
+        if deinterlace and mode == "auto":  # in the summary once (every segment decodes anew)
+            self.notes.append(f"{self.path.name} is interlaced: deinterlaced with bwdif "
+                              "(--deinterlace off keeps the fields as they are)")
         duration = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
