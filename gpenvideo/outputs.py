@@ -30,8 +30,9 @@ def output_name(source: Path, folder: Path | None = None) -> tuple[Path, list[st
     output = (folder if folder is not None else source.parent) / name
     notes = []
     if suffix != source.suffix.lower():
-        notes.append(f"writing {name}: the {source.suffix or 'source'} container cannot hold "
-                     "the re-encoded video with the audio copied; MKV can")
+        kind = source.suffix.lower() or "source"  # e.g. .ts: MPEG-TS output is not supported
+        notes.append(f"writing {name}: gpenvideo writes MKV, MP4 or MOV, not {kind}; "
+                     f"MKV holds every stream of the {kind}")
     return output, notes
 
 

@@ -269,11 +269,11 @@ def test_the_mkv_note_is_printed_for_single_files_and_batches(tmp_path, capsys, 
     assert main(["restore", *map(str, clips), "--identity"]) == 0
     out = capsys.readouterr()
     for clip in clips:
-        note = f"writing {clip.stem}_restored.mkv: the .avi container cannot hold"
+        note = f"writing {clip.stem}_restored.mkv: gpenvideo writes MKV, MP4 or MOV, not .avi"
         assert note in out.err and f"note: {note}" in out.out
         assert (tmp_path / f"{clip.stem}_restored.mkv").is_file()
     doc = json.loads(manifest.manifest_path(tmp_path / "a_restored.mkv").read_text())
-    assert any("MKV can" in w for w in doc["summary"]["warnings"])
+    assert any("MKV holds every stream" in w for w in doc["summary"]["warnings"])
 
 
 def test_progress_after_a_resume_counts_only_frames_rendered_now(tmp_path):

@@ -3,6 +3,7 @@ ProRes sources, encoders that exist (NVENC) and the decoder's colour scale."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,7 +13,7 @@ from clips import make_clip
 from test_io import identity, stored_planes
 
 from gpenvideo.cli import main
-from gpenvideo.config import EncodeConfig, RestoreConfig
+from gpenvideo.config import DecodeConfig, EncodeConfig, RestoreConfig
 from gpenvideo.media.decode import Decoder
 from gpenvideo.media.encode import Encoder, probe_encoder
 
@@ -189,3 +190,115 @@ def test_an_unsegmented_run_opens_the_source_once(tmp_path, monkeypatch):
     summary = identity(src)
     assert summary.frames == 10
     assert opened == ["r"]  # check, probe, decode and the audio copy share one demuxer
+
+
+def dv_clip(path: Path, frames: int = 2) -> Path:
+    """An NTSC DV AVI (720x480 yuv411p, 30000/1001 fps): a gradient with a moving bar."""
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("dvvideo", rate=Fraction(30000, 1001))
+        stream.width, stream.height, stream.pix_fmt = 720, 480, "yuv411p"
+        for i in range(frames):
+            image = np.zeros((480, 720, 3), np.uint8)
+            image[..., 0] = np.arange(720) % 256
+            image[..., 1] = (np.arange(480) % 256)[:, None]
+            image[100:200, 40 * i + 100:40 * i + 300, 2] = 220
+            frame = av.VideoFrame.from_ndarray(image, "bgr24").reformat(format="yuv411p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_dv_411_source_keeps_its_chroma_bit_for_bit_with_ffv1(tmp_path):
+    src = dv_clip(tmp_path / "dv.avi")
+    # DV is interlaced: --deinterlace auto would (rightly) change every picture
+    cfg = RestoreConfig().replace("decode", deinterlace="off").replace("encode", codec="ffv1")
+    summary = identity(src, tmp_path / "dv.mkv", cfg=cfg)
+    assert not any("chroma" in n or "interlaced" in n for n in summary.notes)
+    with Decoder(tmp_path / "dv.mkv") as dec:
+        assert dec.info.pix_fmt == "yuv411p"
+    before, after = stored_planes(src), stored_planes(tmp_path / "dv.mkv")
+    assert len(before) == len(after) == 2
+    for a, b in zip(before, after, strict=True):
+        assert all(np.array_equal(pa, pb) for pa, pb in zip(a, b, strict=True))
+
+
+def test_dv_411_pixels_a_stage_changed_are_patched_into_the_kept_planes(tmp_path):
+    src = dv_clip(tmp_path / "dv.avi", frames=1)
+    x0, y0, x1, y1 = 203, 61, 250, 90  # x edges off the 4-pixel chroma grid on purpose
+
+    def paint(path: Path) -> None:
+        with Decoder(src, DecodeConfig(deinterlace="off")) as dec, \
+                Encoder(path, "matroska", dec.info,
+                                          EncodeConfig(codec="ffv1", audio=False)) as enc:
+            for frame in dec.frames():
+                mask = np.ones((y1 - y0, x1 - x0), bool)
+                frame.paste(x0, y0, np.full((*mask.shape, 3), (40, 200, 90), np.uint8), mask)
+                enc.write(frame)
+
+    paint(tmp_path / "p.mkv")
+    (a_y, a_u, a_v), = stored_planes(src)
+    (b_y, b_u, b_v), = stored_planes(tmp_path / "p.mkv")
+    assert a_u.shape == b_u.shape == (480, 180)  # 4:1:1 kept
+    hit = np.zeros((480, 720), bool)
+    hit[y0:y1, x0:x1] = True
+    chroma_hit = hit.reshape(480, 180, 4).any(axis=2)
+    assert not np.array_equal(a_y[hit], b_y[hit])
+    assert np.array_equal(a_y[~hit], b_y[~hit])
+    assert np.array_equal(a_u[~chroma_hit], b_u[~chroma_hit])
+    assert np.array_equal(a_v[~chroma_hit], b_v[~chroma_hit])
+    assert not np.array_equal(a_u[chroma_hit], b_u[chroma_hit])
+
+
+def test_dv_411_source_written_as_h264_says_its_chroma_became_420(tmp_path):
+    src = dv_clip(tmp_path / "dv.avi", frames=1)
+    summary = identity(src, tmp_path / "dv.mp4", cfg=RestoreConfig().replace("encode",
+                                                                             codec="libx264"))
+    assert any("yuv411p" in n and "yuv420p" in n and "ffv1" in n for n in summary.notes)
+    # DV is interlaced: deinterlaced by default, and the summary says so
+    assert any("interlaced" in n and "--deinterlace off" in n for n in summary.notes)
+    with Decoder(tmp_path / "dv.mp4") as dec:
+        assert dec.info.pix_fmt == "yuv420p"
+
+
+def video_timestamps(path: Path) -> list[float]:
+    """Presentation times (seconds) of every decoded picture of the first video stream."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [float(f.pts * stream.time_base) for f in c.decode(stream)]
+
+
+@pytest.mark.parametrize("codec,suffix", [("ffv1", ".mkv"), ("libsvtav1", ".mkv"),
+                                          ("prores_ks", ".mov")])
+def test_segments_of_codecs_quicktime_cannot_hold_join_into_the_film(tmp_path, codec, suffix):
+    # FFV1 is not a QuickTime codec and the mov muxer lists AV1 but refuses it: their segments
+    # are MP4; the joined film has every frame at the source's time
+    src = make_clip(tmp_path / "s.mkv", frames=30, size=(64, 48), gop=10)
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=0.4).replace("encode", codec=codec)
+    summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
+    assert summary.encoder == codec
+    assert video_timestamps(Path(summary.output)) == video_timestamps(src)
+
+
+@pytest.mark.parametrize("suffix,audio", [(".ts", 1), (".avi", 0)])
+def test_an_old_container_gets_an_mkv_note_that_says_why_without_inventing_audio(
+        tmp_path, suffix, audio):
+    src = make_clip(tmp_path / f"c{suffix}", frames=3, size=(64, 48), audio=audio,
+                    audio_codec="mp2" if audio else "aac")
+    summary = identity(src, cfg=RestoreConfig().replace("encode", crf=0))
+    assert Path(summary.output).suffix == ".mkv"
+    note, = (n for n in summary.notes if "c_restored.mkv" in n)
+    assert f"not {suffix}" in note and "MKV holds every stream" in note
+    assert "audio" not in note and "cannot hold" not in note
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_still_image_is_refused_in_one_line(tmp_path, capsys, suffix):
+    import cv2
+
+    photo = tmp_path / f"photo{suffix}"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 128, np.uint8))
+    assert main(["restore", str(photo), "--identity"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gpenvideo: error: {photo}: is a still image; gpenvideo restores videos"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [photo.name]

@@ -50,6 +50,11 @@ class Picture:
         self._frame = frame
 
 
+# Demuxers of single pictures (besides FFmpeg's *_pipe ones: png_pipe, jpeg_pipe, ...): such an
+# input is refused, not written as a one-frame film.
+STILL_IMAGE_FORMATS = frozenset({"image2"})
+
+
 def picture_frame(handle: object) -> av.VideoFrame | None:
     """The av.VideoFrame behind a Frame.source handle, or None (no handle, or another kind)."""
     return handle._frame if isinstance(handle, Picture) else None
@@ -168,6 +173,9 @@ class Decoder:
         streams = video_streams(self._container)
         if not streams:
             raise InputError(f"{self.path}: has no video stream (audio only?); give a video file")
+        if self._container.format.name in STILL_IMAGE_FORMATS or \
+                self._container.format.name.endswith("_pipe"):
+            raise InputError(f"{self.path}: is a still image; gpenvideo restores videos")
         self._stream = streams[0]
         self._stream.thread_type = "AUTO"
         if self.cfg.threads:
@@ -205,6 +213,9 @@ class Decoder:
         deinterlace = mode == "on" or (mode == "auto" and interlaced)
         if deinterlace:
             self._graph = self._build_deinterlacer(first, "all" if mode == "on" else "interlaced")
+        if deinterlace and mode == "auto":  # in the summary once (every segment decodes anew)
+            self.notes.append(f"{self.path.name} is interlaced: deinterlaced with bwdif "
+                              "(--deinterlace off keeps the fields as they are)")
         duration = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)

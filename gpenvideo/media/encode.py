@@ -182,9 +182,11 @@ def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None,
         return dataclasses.replace(cfg, codec="prores_ks"), [note]
     if info.chroma != "420" and cfg.pix_fmt is None and info.pix_fmt not in ("gray", "gray8"):
         prores = ", a .mov output gives ProRes" if pro else ""
+        keep = ("--codec libx264 keeps its chroma and depth (High 4:2:2/4:4:4, which many "
+                f"players cannot open){prores}" if info.chroma != "411" else
+                "--codec ffv1 keeps its 4:1:1 chroma (H.264 cannot store 4:1:1)")
         note = (f"the {info.pix_fmt} source is written as H.264 4:2:0 8-bit (High profile), "
-                "which every player opens; --codec libx264 keeps its chroma and depth (High "
-                f"4:2:2/4:4:4, which many players cannot open){prores}")
+                f"which every player opens; {keep}")
         return dataclasses.replace(cfg, codec="libx264", pix_fmt="yuv420p"), [note]
     return dataclasses.replace(cfg, codec="libx264"), []
 
@@ -202,9 +204,11 @@ def choose_pix_fmt(codec: str, bit_depth: int, chroma: str, wanted: str | None =
                              f"{', '.join(sorted(supported))}")
         return wanted
     depth = 8 if bit_depth <= 8 else (10 if bit_depth <= 10 else 12)
-    chroma = chroma if chroma in ("420", "422", "444") else "420"
     suffix = "" if depth == 8 else f"{depth}le"
     candidates = [f"yuv{chroma}p{suffix}", f"yuv420p{suffix}"]
+    if chroma not in ("420", "422", "444"):  # 4:1:1 (DV): 8-bit only
+        candidates = ["yuv411p"] if chroma == "411" and depth == 8 else []
+        candidates.append(f"yuv420p{suffix}")
     if depth > 8:
         candidates += ["yuv420p10le", "p010le"]  # NVENC takes 10-bit as p010
         if chroma == "444":
@@ -221,6 +225,7 @@ def choose_pix_fmt(codec: str, bit_depth: int, chroma: str, wanted: str | None =
 PLANAR_YUV = {f"yuv{c}p{d}": (sx, sy, np.uint8 if not d else np.uint16)
               for c, sx, sy in (("420", 2, 2), ("422", 2, 1), ("444", 1, 1))
               for d in ("", "10le", "12le", "16le")}
+PLANAR_YUV["yuv411p"] = (4, 1, np.uint8)  # DV NTSC's 4:1:1 (8-bit only)
 RECT_MARGIN = 8  # pixels converted around a changed rectangle and then dropped
 
 
@@ -258,13 +263,15 @@ class Encoder:
         try:
             codec = (video_template.codec_context.name if video_template is not None
                      else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec
-            if not _codec_ok(self._out, codec):
+            if not container_holds(self._out, codec):
                 raise InputError(f"{path.name}: the {fmt} container cannot hold {cfg.codec} video; "
-                                 f"write to a .mkv or .mov file instead")
+                                 f"write to a .mkv{'' if fmt == 'mov' else ' or .mov'} file "
+                                 "instead")
             if video_template is None:
                 self._video = self._add_video_stream(width, height)
             else:
-                self._video = self._out.add_stream_from_template(video_template)
+                self._video = self._out.add_stream_from_template(
+                    video_template, opaque=not _has_encoder(codec))
                 self._video.time_base = video_template.time_base
                 self._tag_video_stream(self._video)
             self._copies: dict[int, _CopiedStream] = {}
@@ -310,6 +317,11 @@ class Encoder:
         cc = stream.codec_context
         cc.pix_fmt = self._pix_fmt()
         codec = self._picture_codec()
+        kept = "420" if cc.pix_fmt in ("nv12", "p010le") else cc.pix_fmt[3:6]
+        if cfg.pix_fmt is None and info.pix_fmt.startswith("yuv") and kept != info.chroma:
+            self._note(f"the {info.pix_fmt} source's chroma is written as {cc.pix_fmt}: "
+                       f"{codec} cannot store {info.chroma[0]}:{info.chroma[1]}:{info.chroma[2]}"
+                       + (" (--codec ffv1 keeps it)" if codec != "ffv1" else ""))
         cc.width, cc.height = padded_size(codec, cc.pix_fmt, width, height)
         if (cc.width, cc.height) != (width, height):
             self._note(f"the picture is {width}x{height}, which {codec} cannot store in "
@@ -351,7 +363,7 @@ class Encoder:
             streams = [s for s in self._source.streams if s.type in ("audio", "subtitle")]
         for stream in streams:
             name = stream.codec_context.name if stream.codec_context else "unknown"
-            if _codec_ok(self._out, name):
+            if container_holds(self._out, name):
                 out = self._out.add_stream_from_template(stream)
                 self._copies[stream.index] = _CopiedStream(stream, out, None)
             elif stream.type == "audio":
@@ -621,8 +633,26 @@ def rotate_rect(rect: tuple[int, int, int, int], turns: int, width: int,
     return x0, y0, x1, y1
 
 
-def _codec_ok(out: av.container.OutputContainer, codec: str) -> bool:
-    return codec in out.supported_codecs
+# Codecs a muxer lists as supported but refuses when it writes the header (FFmpeg's mov muxer:
+# "av1 only supported in MP4 and AVIF"), by muxer name.
+REFUSED_CODECS = {"mov": frozenset({"av1"})}
+
+
+def container_holds(out: av.container.OutputContainer, codec: str) -> bool:
+    """Whether the output container `out` can hold a stream of `codec` (canonical name)."""
+    return (codec in out.supported_codecs
+            and codec not in REFUSED_CODECS.get(out.format.name, frozenset()))
+
+
+def _has_encoder(name: str) -> bool:
+    """Whether FFmpeg has an encoder of this name. A stream whose decoder has none (AV1's
+    libdav1d) is copied as an opaque template: PyAV otherwise looks for an encoder by the
+    decoder's name and fails."""
+    try:
+        av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
 
 
 def _packet_seconds(packet: av.Packet) -> float | None:

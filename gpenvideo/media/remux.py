@@ -15,7 +15,7 @@ from ..config import EncodeConfig
 from ..errors import InputError
 from ..frames import VideoInfo
 from .decode import video_streams
-from .encode import Encoder
+from .encode import Encoder, container_holds
 
 # Segments are written as QuickTime (exact time bases, every codec we encode but FFV1) or, for a
 # codec QuickTime cannot hold, as MP4 (the same muxer family: time bases kept exactly).
@@ -66,7 +66,7 @@ def segment_container(codec: str) -> tuple[str, str]:
         return SEGMENT_CONTAINERS[0]
     for fmt, suffix in SEGMENT_CONTAINERS:
         with av.open(os.devnull, mode="w", format=fmt) as probe:
-            if name in probe.supported_codecs:
+            if container_holds(probe, name):
                 return fmt, suffix
     raise InputError(f"--codec {codec}: no segment container holds it; "
                      "run with --segment-seconds 0")
