@@ -472,6 +472,7 @@ def test_a_track_choice_that_selects_nothing_is_noted(tmp_path, capsys):
 @pytest.mark.parametrize("codec, name, remedy", [
     ("prores_ks", "pr.mp4", "name the output .mov or .mkv"),
     ("ffv1", "pr.mov", "name the output .mp4, .m4v or .mkv"),
+    ("libsvtav1", "av.mov", "name the output .mp4, .m4v or .mkv"),  # mov lists AV1, refuses it
 ])
 def test_a_codec_the_container_cannot_hold_is_refused_before_any_work(tmp_path, capsys,
                                                                       monkeypatch, codec,

@@ -88,9 +88,10 @@ def check_container(cfg: EncodeConfig, target: Path) -> None:
 
 
 def _supported_codecs(fmt: str) -> frozenset[str]:
-    """The codecs FFmpeg's muxer `fmt` can hold (nothing is written)."""
+    """The codecs FFmpeg's muxer `fmt` can hold (nothing is written), less those it lists but
+    refuses when writing (REFUSED_CODECS)."""
     with av.open(io.BytesIO(), mode="w", format=fmt) as out:
-        return frozenset(out.supported_codecs)
+        return frozenset(out.supported_codecs) - REFUSED_CODECS.get(fmt, frozenset())
 
 
 def default_output_suffix(source: Path) -> str:
