@@ -261,7 +261,7 @@ def _child(args: argparse.Namespace, argv: list[str]) -> int:
 
 def part_pipeline(args: argparse.Namespace, passthrough: bool = False) -> int:
     if args.dry_run:
-        common = ["--hd-size", "320x180", "--seconds", "0.24", "--size", "64", "--tiny"]
+        common = ["--hd-size", "320x180", "--seconds", "0.12", "--size", "64", "--tiny"]
     else:  # the CPU-side part comes last and gets what is left: shorter clips
         common = ["--seconds", "2" if passthrough else "3", "--size", "2048"]
     argv = [str(BENCH / "pipeline.py"), "--hd", "--strength", "0.8", *common]

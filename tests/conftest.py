@@ -47,3 +47,21 @@ def tiny_gpen(folder: Path) -> Path:
     torch.save({k[6:]: torch.from_numpy(data[k]) for k in data.files if k.startswith("param/")},
                path)
     return path
+
+
+def talking_head(path: Path, frames: int, size: int = 512, gop: int | None = None,
+                 name: str = "sadtalker_WDA_KatieHill_000.mp4") -> Path:
+    """The first `frames` frames of a shared talking-head clip (one face, 25 fps), resized to
+    `size` x `size`, with an AAC audio track and a keyframe every `gop` frames, written to
+    `path`: the real footage, short enough for a test."""
+    import av
+    import cv2
+    from clips import make_clip
+
+    source = shared_file("media", name)
+    with av.open(str(source)) as c:
+        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(frames), c.decode(video=0))]
+    if images and images[0].shape[:2] != (size, size):
+        images = [cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in images]
+    return make_clip(path, frames=len(images), size=(size, size), gop=gop, audio=1,
+                     image_fn=lambda i: images[i])

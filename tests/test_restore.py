@@ -8,7 +8,7 @@ import importlib.util
 import av
 import numpy as np
 import pytest
-from conftest import SHARED, shared_file, tiny_gpen
+from conftest import SHARED, shared_file, talking_head, tiny_gpen
 
 from gpenvideo import align
 from gpenvideo.cli import main
@@ -76,7 +76,9 @@ def test_cli_restore_end_to_end_with_a_small_gpen(tmp_path, detector):
     if detector == "retinaface" and importlib.util.find_spec("facexlib") is None:
         pytest.skip("facexlib is not installed (pip install --no-deps facexlib; .ci/run does)")
     ckpt = tiny_gpen(tmp_path)
-    clip = shared_file("media", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
+    # the real footage with its audio, 40 frames (1.6 s) of it: every frame is checked below
+    clip = talking_head(tmp_path / "film.mp4", 40,
+                        name="sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
     out = tmp_path / "out.mp4"
     code = main(["restore", str(clip), "-o", str(out), "--weights", str(ckpt), "--crf", "0",
                  "--detector", detector, "--weights-dir", str(SHARED / "weights"), "--quiet"])
@@ -185,7 +187,7 @@ def test_a_large_crop_is_shrunk_without_aliasing():
 
 def test_cli_upscale_2_doubles_the_size_and_keeps_the_timing(tmp_path):
     ckpt = tiny_gpen(tmp_path)
-    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    clip = talking_head(tmp_path / "film.mp4", 25)  # one second of the real footage
     out = tmp_path / "up.mp4"
     assert main(["restore", str(clip), "-o", str(out), "--weights", str(ckpt), "--upscale", "2",
                  "--weights-dir", str(SHARED / "weights"), "--quiet"]) == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, shared_file
+from conftest import SHARED, shared_file, talking_head
 
 from gpenvideo import align
 from gpenvideo.config import RestoreConfig, TrackConfig
@@ -322,12 +322,12 @@ def test_retinaface_without_facexlib_names_the_extra(monkeypatch):
 def test_track_command_with_retinaface_follows_the_face(tmp_path):
     from gpenvideo.cli import main
 
-    path = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    path = talking_head(tmp_path / "film.mp4", 50)  # two seconds of the real footage
     out = tmp_path / "tracks.json"
     assert main(["track", str(path), "-o", str(out), "--detector", "retinaface",
                  "--weights-dir", str(SHARED / "weights"), "--quiet"]) == 0
     doc = json.loads(out.read_text())
-    assert len(doc["frames"]) == 200
+    assert len(doc["frames"]) == 50
     assert all(len(f["faces"]) == 1 for f in doc["frames"])
     assert len({f["faces"][0]["track"] for f in doc["frames"]}) == 1
 
