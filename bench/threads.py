@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # bench scripts are run from a checkout
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gpen import config  # noqa: E402
+from gpen import config
 
 SAMPLE = ROOT / "samples" / "grace_hopper_homemovie.mp4"
 # "before": torch's defaults (empty values are ignored by OpenMP and MKL and keep gpenvideo's
@@ -75,19 +75,27 @@ def restore(clip: Path, ckpt: Path, out: Path, env: dict[str, str]) -> subproces
                              "--overwrite", "--quiet", "--segment-seconds", "0"], env=env)
 
 
-def run(clip: Path, ckpt: Path, folder: Path, setting: str, scenario: str) -> float:
-    """Mean restore frames/s of the restores running at once (from their manifests)."""
+def run(clip: Path, ckpt: Path, folder: Path, setting: str, scenario: str,
+        limit: float) -> float | None:
+    """Mean restore frames/s of the restores running at once (from their manifests); None when
+    they did not finish within `limit` seconds (they are killed)."""
     runs, busy = SCENARIOS[scenario]
     env = dict(os.environ, PYTHONPATH=str(ROOT), **SETTINGS[setting])
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    procs: list[subprocess.Popen] = []
+    deadline = time.monotonic() + limit
     try:
         outs = [folder / f"{setting}-{scenario}-{i}.mp4" for i in range(runs)]
         procs = [restore(clip, ckpt, out, env) for out in outs]
         for p in procs:
-            if p.wait() != 0:
+            try:
+                code = p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                return None
+            if code != 0:
                 raise SystemExit(f"restore failed ({setting}, {scenario})")
     finally:
-        for p in load:
+        for p in load + procs:
             p.kill()
             p.wait()
     fps = []
@@ -102,6 +110,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny", "256"], help="tiny, 256, 512")
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--frames", type=int, default=50, help="frames of the sample clip restored")
+    ap.add_argument("--limit", type=float, default=600,
+                    help="seconds a scenario may take before it is killed and reported unfinished")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="gpenvideo-threads-") as tmp:
         folder = Path(tmp)
@@ -112,15 +122,19 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for model in args.models:
             ckpt = checkpoint(model, folder)
-            alone: dict[str, float] = {}
+            alone: dict[str, float | None] = {}
             for scenario in args.scenarios:
-                fps = {s: run(clip, ckpt, folder, s, scenario) for s in ("before", "after")}
+                fps = {s: run(clip, ckpt, folder, s, scenario, args.limit)
+                       for s in ("before", "after")}
                 if scenario == "alone":
                     alone = fps
+                cells = [f"{fps[s]:.2f}" if fps[s] else f"unfinished in {args.limit:.0f} s"
+                         for s in ("before", "after")]
+                ratio = f"{fps['after'] / fps['before']:.2f}" if all(fps.values()) else "-"
                 slow = "".join(f" ({s} {alone[s] / fps[s]:.2f}x slower than alone)"
-                               for s in fps if alone and scenario != "alone")
-                print(f"| {model} | {scenario} | {fps['before']:.2f} | {fps['after']:.2f} | "
-                      f"{fps['after'] / fps['before']:.2f} |{slow}", flush=True)
+                               for s in fps if alone.get(s) and fps[s] and scenario != "alone")
+                print(f"| {model} | {scenario} | {cells[0]} | {cells[1]} | {ratio} |{slow}",
+                      flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} at the end ({time.strftime('%H:%M')})")
 
 
