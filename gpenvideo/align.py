@@ -54,6 +54,22 @@ def face_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
     return umeyama(landmarks, template(size))
 
 
+def hanning(shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w) float32 Hanning window for `phase_shift` on patches of `shape` (h, w, ...)."""
+    return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+
+
+def phase_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, float]:
+    """Phase correlation of two grey images of one shape (h, w), each with its mean removed
+    first (a windowed mean would pull the peak towards no motion): (dx, dy) float64 such that
+    b(x) ~ a(x - (dx, dy)) (the content moved by that much from a to b), sub-pixel, in pixels,
+    and the peak's response (about 0..1, the share of the energy that moved together: low for
+    an occluder, blur, a turn). a, b and window: float32 (or all float64), window from
+    `hanning`. Raises cv2.error when the shapes or dtypes differ."""
+    (dx, dy), response = cv2.phaseCorrelate(a - a.mean(), b - b.mean(), window)
+    return np.array([dx, dy]), float(response)
+
+
 def invert(m: np.ndarray) -> np.ndarray:
     """Inverse of a (2, 3) affine matrix."""
     return cv2.invertAffineTransform(np.asarray(m, np.float64))

@@ -66,20 +66,6 @@ def grey_small(image, size: int = QUALITY_SIZE) -> np.ndarray:
     return np.ascontiguousarray(grey, np.float32)
 
 
-def shift_between(prev: np.ndarray, cur: np.ndarray, window: np.ndarray) -> tuple[float, float]:
-    """(dx, dy) pixels by which `cur` is `prev` moved (phase correlation, sub-pixel)."""
-    (dx, dy), _ = cv2.phaseCorrelate(prev.astype(np.float64), cur.astype(np.float64),
-                                     window)
-    return float(dx), float(dy)
-
-
-def moved(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
-    """`image` translated by `shift` (dx, dy), edges repeated."""
-    m = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float64)
-    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
 def crop_matrix(face: TrackedFace, size: int = QUALITY_SIZE) -> np.ndarray:
     """(2, 3) frame -> aligned crop of `size` px: the registered transform where the face has
     one (TrackedFace.matrix, for a 512 crop), else the smoothed landmarks' similarity."""
@@ -120,9 +106,8 @@ class TrackLedger:
         self._aside: dict[int, list[TrackedFace]] = {}  # frame index -> faces left alone
         self._lock = threading.Lock()  # the two stages run on different threads
         self._tracks: dict[int, _TrackFigures] = {}
-        size = QUALITY_SIZE
-        self._window = cv2.createHanningWindow((size, size), cv2.CV_64F)
-        self._region = region_mask(size)
+        self._window = align.hanning((QUALITY_SIZE, QUALITY_SIZE))
+        self._region = region_mask(QUALITY_SIZE)
 
     # -- selection -----------------------------------------------------------------------
     def set_aside(self, frame: Frame) -> None:
@@ -160,8 +145,8 @@ class TrackLedger:
             own = grey_small(align.warp(frame.image, crop_matrix(face), QUALITY_SIZE))
             following = fig.prev_index == frame.index - 1
             if following and fig.prev_src is not None:
-                dx, dy = shift_between(fig.prev_src, own, self._window)
-                fig.motion.append(float(np.hypot(dx, dy)) / TEMPLATE_EYES)
+                shift, _ = align.phase_shift(fig.prev_src, own, self._window)
+                fig.motion.append(float(np.hypot(*shift)) / TEMPLATE_EYES)
             fig.prev_src, fig.prev_index = own, frame.index
             out = restored.get(face.track_id)
             if out is None:
@@ -170,15 +155,18 @@ class TrackLedger:
             fig.restored += 1
             pair = grey_small(out.crop), grey_small(out.restored)
             if following and fig.prev_pair is not None:
-                shift = shift_between(fig.prev_pair[0], pair[0], self._window)
+                shift, _ = align.phase_shift(fig.prev_pair[0], pair[0], self._window)
                 fig.change_src += self._change(fig.prev_pair[0], pair[0], shift)
                 fig.change_out += self._change(fig.prev_pair[1], pair[1], shift)
                 fig.pairs += 1
             fig.prev_pair = pair
 
-    def _change(self, prev: np.ndarray, cur: np.ndarray, shift: tuple[float, float]) -> float:
-        """Mean absolute change over the inner face, `prev` moved by `shift` first."""
-        diff = np.abs(cur - moved(prev, shift)) * self._region
+    def _change(self, prev: np.ndarray, cur: np.ndarray, shift: np.ndarray) -> float:
+        """Mean absolute change over the inner face, `prev` moved by `shift` (dx, dy) first
+        (edges repeated)."""
+        moved = align.warp(prev, np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float64),
+                           prev.shape[::-1], replicate=True)
+        diff = np.abs(cur - moved) * self._region
         return float(diff.sum() / self._region.sum())
 
     def rows(self) -> list[dict]:

@@ -65,14 +65,6 @@ def rigid_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return patch
 
 
-def measure_shift(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, float]:
-    """Phase correlation of two patches: (dx, dy) float64 such that b(x) ~ a(x - (dx, dy)) (the
-    content moved by that much from a to b), in patch pixels, and the peak's response (about
-    0..1, the share of the energy that moved together: low for an occluder, blur, a turn)."""
-    (dx, dy), response = cv2.phaseCorrelate(a - a.mean(), b - b.mean(), window)
-    return np.array([dx, dy]), float(response)
-
-
 def kernel(half: int) -> np.ndarray:
     """(2*half+1,) weights of the neighbours at offsets -half..half: a raised cosine."""
     n = np.arange(-half, half + 1, dtype=np.float64)
@@ -108,16 +100,11 @@ def register_track(patches: list[np.ndarray | None],
         if patches[t] is None:
             continue
         if window is None:
-            window = hanning(patches[t].shape)
+            window = align.hanning(patches[t].shape)
         near = {s - t: patches[s]
                 for s in range(max(0, t - half), min(len(patches), t + half + 1))}
         out[t], conf[t] = correction(t, near, cfg, pairs, window)
     return out, conf
-
-
-def hanning(shape: tuple[int, ...]) -> np.ndarray:
-    """(h, w) float32 Hanning window for a patch of `shape`."""
-    return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
 
 
 def correction(t: int, near: dict[int, np.ndarray | None], cfg: RegisterConfig,
@@ -139,7 +126,7 @@ def correction(t: int, near: dict[int, np.ndarray | None], cfg: RegisterConfig,
         key = (t, t + off) if off > 0 else (t + off, t)
         if key not in pairs:
             lo, hi = (near[0], patch) if off > 0 else (patch, near[0])
-            shift, response = measure_shift(lo, hi, window)
+            shift, response = align.phase_shift(lo, hi, window)
             pairs[key] = (shift * scale, response)
         shift, response = pairs[key]
         if off < 0:
@@ -192,8 +179,8 @@ def crop_motion(images: list[np.ndarray], matrices: list[np.ndarray | None],
     for image, m in zip(images, matrices):
         patch = None if m is None else rigid_patch(image, m, size)
         if patch is not None and prev is not None:
-            window = hanning(patch.shape) if window is None else window
-            shift, response = measure_shift(prev, patch, window)
+            window = align.hanning(patch.shape) if window is None else window
+            shift, response = align.phase_shift(prev, patch, window)
             if response >= min_response and np.linalg.norm(shift) <= max_step * unit:
                 shifts.append(shift)
             else:
@@ -253,7 +240,7 @@ class Registrar:
                 if patch is not None:
                     near[s - t] = patch
             if self._window is None:
-                self._window = hanning(near[0].shape)
+                self._window = align.hanning(near[0].shape)
             pairs = self._pairs.setdefault(face.track_id, {})
             shift, _ = correction(t, near, self.cfg, pairs, self._window)
             if np.any(shift):

@@ -17,6 +17,7 @@ from gpenvideo.detector import DetectStage, create_detector
 from gpenvideo.engine import run_chain
 from gpenvideo.frames import Frame, TrackedFace
 from gpenvideo.media.decode import Decoder
+from gpenvideo.quality import QUALITY_SIZE, TrackLedger
 from gpenvideo.register import TEMPLATE_EYE_DISTANCE, Registrar, crop_motion, landmark_matrix
 from gpenvideo.tracker import Tracker
 
@@ -160,6 +161,40 @@ def test_no_drift_over_a_60_second_track():
     # landmark crops
     jitter = np.linalg.norm(np.diff(err, axis=0), axis=1).mean()
     assert jitter < 0.5 * np.linalg.norm(np.diff(lm_err, axis=0), axis=1).mean()
+
+
+def test_one_phase_correlation_serves_registration_and_quality_figures(monkeypatch):
+    """align.phase_shift finds a known sub-pixel shift of a bright textured patch (its mean is
+    removed first), and both the registration (crop_motion) and the per-track quality figures
+    (TrackLedger) measure motion with it, not with a copy of their own."""
+    rng = np.random.default_rng(3)
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (96, 96)), (0, 0), 1.0).astype(np.float32) + 120
+    window = align.hanning((64, 64))
+    errors = []
+    for d in rng.uniform(-3, 3, (10, 2)):
+        moved = cv2.warpAffine(tex, np.array([[1, 0, d[0]], [0, 1, d[1]]]), (96, 96),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        shift, response = align.phase_shift(tex[16:80, 16:80], moved[16:80, 16:80], window)
+        assert response > 0.3
+        errors.append(np.linalg.norm(shift - d))
+    assert np.mean(errors) < 0.2
+
+    shapes = []
+    real = align.phase_shift
+
+    def counted(a, b, w):
+        shapes.append(a.shape)
+        return real(a, b, w)
+
+    monkeypatch.setattr(align, "phase_shift", counted)
+    frames = [frame for frame, _ in synthetic_track(3)]
+    crop_motion([f.image for f in frames], [landmark_matrix(f.faces[0]) for f in frames])
+    assert len(shapes) == 2
+    ledger = TrackLedger()
+    for frame in frames:
+        ledger.measure(frame)
+    assert shapes[2:] == [(QUALITY_SIZE, QUALITY_SIZE)] * 2
+    assert ledger.rows()[0]["motion"] is not None
 
 
 def test_registration_off_hands_the_frames_through(tracked):
