@@ -346,8 +346,9 @@ OPTIONS = (
     Option("strength", "composite", "strength", "float", "share of the restored face, 0-1"),
     Option("faces", "select", "faces", "ids",
            "restore only these tracks, e.g. 1,3 (ids as `gpenvideo track` shows them); the "
-           "others pass through untouched"),
-    Option("skip-faces", "select", "skip_faces", "ids", "leave these tracks untouched, e.g. 2"),
+           "others pass through untouched (preview: needs --tracks)", commands=MODELLED),
+    Option("skip-faces", "select", "skip_faces", "ids",
+           "leave these tracks untouched, e.g. 2 (preview: needs --tracks)", commands=MODELLED),
     Option("upscale", "composite", "upscale", "choice",
            "output at N times the size: Lanczos background, faces from the model's full "
            "resolution (default 1)", (1, 2, 4), commands=MODELLED),

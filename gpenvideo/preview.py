@@ -32,6 +32,7 @@ from .config import EncodeConfig, RestoreConfig, validate
 from .errors import InputError, OutputError
 from .frames import Frame, TrackedFace, VideoInfo, to_uint8
 from .media import Decoder, Encoder, check_input_path
+from .segments import unseen_track_notes
 
 PROBES = 3  # tries per slot to find a moment with a face (the slot's middle, then either side)
 PROBE_OFFSETS = (0.0, 0.3, -0.3)  # where in its slot each try lands (fractions of a slot)
@@ -171,9 +172,10 @@ def preview(source: str | Path, output: str | Path | None = None,
     context: frames decoded before and after each moment (default: the tracker's context).
     strengths: one "after" column per value (default: the strength restore would use).
     tracks: a `gpenvideo track` JSON of this film: faces are relabelled with its whole-film
-    track ids (matched by box at the same time; 0 where none matches).
-    Raises InputError (bad input, --at past the end), OutputError (see preview_paths), and
-    what the stages raise.
+    track ids (matched by box at the same time; 0 where none matches) before the stage named
+    "select", so cfg.select (--faces/--skip-faces) chooses by those ids, as restore does.
+    Raises InputError (bad input, --at past the end, --faces/--skip-faces without `tracks`),
+    OutputError (see preview_paths), and what the stages raise.
     """
     from . import api, engine
 
@@ -195,6 +197,10 @@ def preview(source: str | Path, output: str | Path | None = None,
         if late:
             raise InputError(f"{source}: --at {clock(late[0])} is past the end of the film "
                              f"({clock(duration)})")
+    if (cfg.select.faces or cfg.select.skip_faces) and not tracks:
+        raise InputError(f"{source}: --faces/--skip-faces take whole-film track ids and a "
+                         "preview tracks each moment afresh (its own ids); add --tracks "
+                         "TRACKS.json, made by gpenvideo track FILM -o TRACKS.json")
     film_ids = load_track_index(Path(tracks), info) if tracks else None
     factory = (stages or api.restore_recipe(cfg)).stages
     context = api.tracking_context(cfg) if context is None else context
@@ -209,6 +215,9 @@ def preview(source: str | Path, output: str | Path | None = None,
         after the keyframe before it."""
         timings: dict[str, float] = {}
         chain = [_Timed(stage, timings) for stage in factory(info)]
+        if film_ids is not None:  # whole-film ids before the selection (and the figures)
+            at = next((i for i, s in enumerate(chain) if s.name == "select"), len(chain) - 1)
+            chain.insert(at, _FilmIds(film_ids, info))
         compositor = chain[-1].stage
         result.strengths = strengths or [compositor.strength]
         emitted: list[tuple[Frame, np.ndarray]] = []
@@ -273,11 +282,7 @@ def preview(source: str | Path, output: str | Path | None = None,
         raise InputError(f"{source}: no frame could be decoded at the moments asked for")
     result.moments.sort(key=lambda m: m.seconds)
     if film_ids is not None:
-        for moment in result.moments:
-            mapping = film_ids.relabel(moment)
-            if moment is counters.get("clip_moment"):
-                result.per_track = [{**r, "track": mapping.get(r["track"], 0)}
-                                    for r in result.per_track]
+        result.notes += unseen_track_notes(cfg, [{"track": i} for i in film_ids.ids])
     _write_png(sheet_path, render_sheet(result.moments, result.strengths))
     result.seconds = time.monotonic() - started
     result.estimate = _estimate(info, frame_seconds, face_costs, counters, result.moments)
@@ -292,24 +297,45 @@ class TrackIndex:
         self.frames = frames  # time in 1/1000 s -> [(track id, box)]
         self.step = step  # half a frame, 1/1000 s: how far apart two times may be and match
 
-    def relabel(self, moment: Moment) -> dict[int, int]:
-        """Give moment.faces (and restored_ids) whole-film ids, matched by box overlap at the
-        moment's time; 0 where none overlaps by half. Returns {preview id: film id}."""
+    @property
+    def ids(self) -> list[int]:
+        """The film's track ids, ascending."""
+        return sorted({i for faces in self.frames.values() for i, _ in faces})
+
+    def relabel(self, faces: list[TrackedFace], seconds: float) -> list[TrackedFace]:
+        """`faces` (of the frame at `seconds` in the film) with the whole-film track ids, each
+        matched by box overlap with the file's faces of that frame; 0 where none overlaps by
+        half."""
         from .tracker import iou
 
-        key = int(round(moment.seconds * 1000))
+        key = int(round(seconds * 1000))
         near = min(self.frames, key=lambda k: abs(k - key), default=None)
         known = self.frames.get(near, []) if near is not None and \
             abs(near - key) <= self.step else []
-        mapping = {}
-        for face in moment.faces:
+        out = []
+        for face in faces:
             best = max(known, key=lambda t: iou(face.box, t[1]), default=None)
             good = best is not None and iou(face.box, best[1]) >= 0.5
-            mapping[face.track_id] = best[0] if good else 0
-        moment.faces = [dataclasses.replace(f, track_id=mapping[f.track_id])
-                        for f in moment.faces]
-        moment.restored_ids = {mapping.get(i, 0) for i in moment.restored_ids}
-        return mapping
+            out.append(dataclasses.replace(face, track_id=best[0] if good else 0))
+        return out
+
+
+class _FilmIds:
+    """Preview stage before the selection: every frame's faces get the whole-film track ids of
+    a TrackIndex, so --faces/--skip-faces, the sheet's labels and the clip's figures use them."""
+
+    name = "film ids"
+    context = 0
+
+    def __init__(self, index: TrackIndex, info: VideoInfo) -> None:
+        self.index, self.info = index, info
+
+    def process(self, frame: Frame) -> Iterable[Frame]:
+        frame.faces = self.index.relabel(frame.faces, float(frame.pts * self.info.time_base))
+        return (frame,)
+
+    def flush(self) -> Iterable[Frame]:
+        return ()
 
 
 def load_track_index(path: Path, info: VideoInfo) -> TrackIndex:

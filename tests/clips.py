@@ -129,3 +129,25 @@ def _subtitle_cues(path: Path, seconds: float) -> av.container.InputContainer:
         lines += [str(k + 1), f"00:00:{k:02d},000 --> 00:00:{k:02d},800", f"line {k}", ""]
     srt.write_text("\n".join(lines), encoding="utf-8")
     return av.open(str(srt))
+
+
+# the two shared talking heads (../shared/media), for a clip of two faces
+TWO_FACE_SOURCES = ("sadtalker_WDA_KatieHill_000.mp4",
+                    "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
+
+
+def two_face_clip(path: Path, sources: list[Path], frames: int, side: int = 160,
+                  gop: int = 6) -> Path:
+    """Write a clip of two films side by side (each downscaled to side x side, e.g. two
+    one-face talking heads: the left and the right face) and return its path."""
+    import cv2
+
+    from gpenvideo.media import Decoder
+
+    pictures = []
+    for source in sources:
+        with Decoder(source) as dec:
+            pictures.append([cv2.resize(f.image, (side, side), interpolation=cv2.INTER_AREA)
+                             for f, _ in zip(dec.frames(), range(frames))])
+    return make_clip(path, frames=frames, size=(2 * side, side), gop=gop,
+                     image_fn=lambda i: np.hstack([pictures[0][i], pictures[1][i]]))

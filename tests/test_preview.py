@@ -8,17 +8,17 @@ import av
 import cv2
 import numpy as np
 import pytest
-from clips import make_clip
+from clips import TWO_FACE_SOURCES, make_clip, two_face_clip
 from conftest import SHARED, shared_file, tiny_gpen
 
 from gpenvideo import preview as pv
-from gpenvideo.api import tracking_context
+from gpenvideo.api import track_video, tracking_context
 from gpenvideo.cli import main
 from gpenvideo.compositor import Compositor
 from gpenvideo.config import CompositeConfig, DetectConfig, RestoreConfig
 from gpenvideo.detector import DetectStage, YuNetDetector
 from gpenvideo.errors import InputError, OutputError
-from gpenvideo.quality import QualityStage, SelectStage, TrackLedger
+from gpenvideo.quality import QualityStage, SelectStage, TrackLedger, chooser
 from gpenvideo.restorer import RestoreStage
 from gpenvideo.segments import Recipe
 from gpenvideo.tracker import Tracker
@@ -33,10 +33,13 @@ class NoFaces:
         return [[] for _ in images]
 
 
-def stages(detector, size=64):
-    """A Recipe like api.restore_recipe's, with an inverting restorer (fast)."""
+def stages(detector, size=64, cfg: RestoreConfig | None = None):
+    """A Recipe like api.restore_recipe's (the faces chosen by cfg.select), with an inverting
+    restorer (fast)."""
+    select = (cfg or RestoreConfig()).select
+
     def factory(info):
-        ledger = TrackLedger()
+        ledger = TrackLedger(chooser(select.faces, select.skip_faces))
         return [DetectStage(detector), Tracker(), SelectStage(ledger),
                 RestoreStage(lambda c: 255 - np.asarray(c), size, 8), QualityStage(ledger),
                 Compositor(CompositeConfig(color_match=False), size, 1.0)]
@@ -137,14 +140,64 @@ def test_faces_get_the_whole_film_ids_of_a_track_file(sheet, tmp_path):
     path.write_text(json.dumps(doc))
     info = type("Info", (), {"width": 512, "height": 512, "frame_rate": 25, "path": "x"})
     index = pv.load_track_index(path, info)
-    twin = pv.Moment(moment.seconds, moment.before, moment.after, list(moment.faces),
-                     set(moment.restored_ids))
-    assert index.relabel(twin) == {moment.faces[0].track_id: 7}
-    assert [f.track_id for f in twin.faces] == [7] and twin.restored_ids == {7}
+    assert [f.track_id for f in index.relabel(moment.faces, moment.seconds)] == [7]
+    assert index.ids == [7, 9]
     doc["width"] = 640
     path.write_text(json.dumps(doc))
     with pytest.raises(InputError, match="gpenvideo track"):
         pv.load_track_index(path, info)
+
+
+TWO_FACE_FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    """A 320 x 160 clip of two real faces side by side, and a `gpenvideo track` file of it
+    whose ids are moved up by 4 (as if a longer film had four faces before): (clip, tracks
+    file, left face's id, right face's id)."""
+    folder = tmp_path_factory.mktemp("two")
+    clip = two_face_clip(folder / "two.mp4", [shared_file("media", n) for n in TWO_FACE_SOURCES],
+                         TWO_FACE_FRAMES)
+    doc = track_video(clip, weights_dir=str(SHARED / "weights"))
+    for frame in doc["frames"]:
+        for face in frame["faces"]:
+            face["track"] += 4
+    tracks = folder / "tracks.json"
+    tracks.write_text(json.dumps(doc))
+    faces = sorted(doc["frames"][TWO_FACE_FRAMES // 2]["faces"], key=lambda f: f["box"][0])
+    return clip, tracks, faces[0]["track"], faces[1]["track"]
+
+
+@pytest.mark.parametrize("choice", ["faces", "skip_faces"])
+def test_faces_and_skip_faces_choose_by_the_whole_film_ids(two_faces, yunet, tmp_path, choice):
+    clip, tracks, left, right = two_faces
+    assert {left, right} == {5, 6}  # not the ids the preview's own tracker gives (1, 2)
+    # --faces LEFT,3 restores the left face only; --skip-faces LEFT,3 the right one only
+    cfg = RestoreConfig().replace("select", **{choice: (left, 3)})
+    result = pv.preview(clip, tmp_path / "s.png", cfg, at=[0.32], stages=stages(yunet, cfg=cfg),
+                        tracks=tracks)
+    moment = result.moments[0]
+    assert sorted(f.track_id for f in moment.faces) == [5, 6]
+    assert moment.restored_ids == ({left} if choice == "faces" else {right})
+    # (the restored face's soft mask reaches over the middle line: a margin of 24 px)
+    restored_side = slice(0, 136) if choice == "faces" else slice(184, 320)
+    alone_side = slice(184, 320) if choice == "faces" else slice(0, 136)
+    before, after = moment.before.astype(int), moment.after[0].astype(int)
+    assert np.array_equal(before[:, alone_side], after[:, alone_side])
+    assert np.abs(before[:, restored_side] - after[:, restored_side]).mean() > 5
+    assert "track 3 was not found; the film has tracks 5-6 (see gpenvideo track)" in result.notes
+
+
+def test_faces_without_a_track_file_are_refused(two_faces, tmp_path, capsys):
+    clip = two_faces[0]
+    cfg = RestoreConfig().replace("select", faces=(1,))
+    with pytest.raises(InputError, match="--tracks"):
+        pv.preview(clip, tmp_path / "s.png", cfg, count=1, stages=stages(NoFaces(), cfg=cfg))
+    assert main(["preview", str(clip), "-o", str(tmp_path / "s.png"), "--skip-faces", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "whole-film track ids" in err and "--tracks" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_cli_preview_with_a_small_gpen_writes_the_sheet_and_a_side_by_side_clip(tmp_path,

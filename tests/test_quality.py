@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from clips import make_clip
+from clips import TWO_FACE_SOURCES, two_face_clip
 from conftest import SHARED, shared_file, tiny_gpen
 
 from gpenvideo import api, engine, segments
@@ -105,15 +105,9 @@ def test_chooser():
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     """A small clip with two real faces side by side (each clip downscaled to 160 x 160)."""
-    pictures = []
-    for name in ("sadtalker_WDA_KatieHill_000.mp4", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"):
-        with Decoder(shared_file("media", name)) as dec:
-            pictures.append([cv2.resize(f.image, (160, 160), interpolation=cv2.INTER_AREA)
-                             for f, _ in zip(dec.frames(), range(TWO_FACE_FRAMES))])
-    path = tmp_path_factory.mktemp("two") / "two.mp4"
-    make_clip(path, frames=TWO_FACE_FRAMES, size=(320, 160), gop=6,
-              image_fn=lambda i: np.hstack([pictures[0][i], pictures[1][i]]))
-    return path
+    return two_face_clip(tmp_path_factory.mktemp("two") / "two.mp4",
+                         [shared_file("media", name) for name in TWO_FACE_SOURCES],
+                         TWO_FACE_FRAMES)
 
 
 def luma(path):
