@@ -71,24 +71,22 @@ def temporary_path(output: Path) -> Path:
 
 
 def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
-    """Remove what runs killed while writing `output` left beside it (the temporary output and
-    the manifest's temporary file, `.NAME.partial-PID...`): files of processes no longer alive,
-    or, when the caller holds the output's lock (so no other run can be writing it), all of
-    them except this process's own. Returns the files removed."""
-    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
-    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
-             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
+    """Remove what runs killed while writing `output` left beside it: the temporary output
+    (`.NAME.partial-PID.EXT`), the files its writer kept beside it under its name plus a
+    suffix (`.NAME.partial-PID.EXT.video.mov`, the video the ffmpeg encoder writes before
+    muxing) and the manifest's temporary file (`.NAME.EXT.gpenvideo.json.partial-PID`): files
+    of processes no longer alive, or, when the caller holds the output's lock (so no other run
+    can be writing it), all of them except this process's own. Returns the files removed."""
     removed: list[Path] = []
     try:
         entries = list(output.parent.iterdir())
     except OSError:
         return removed
     for path in entries:
-        digits = next((path.name[len(pre):len(path.name) - len(suf)] for pre, suf in kinds
-                       if path.name.startswith(pre) and path.name.endswith(suf)), "")
-        if not digits.isdigit() or int(digits) == os.getpid():
+        pid = partial_pid(path.name, output)
+        if pid is None or pid == os.getpid():
             continue
-        if not locked and _pid_alive(int(digits)):
+        if not locked and _pid_alive(pid):
             continue
         try:
             path.unlink()
@@ -96,6 +94,24 @@ def remove_stale_partials(output: Path, locked: bool) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def partial_pid(name: str, output: Path) -> int | None:
+    """The process id in `name` when it is one of the files a run writing `output` makes
+    beside it (see remove_stale_partials), else None."""
+    # (prefix, suffix) of each kind: the output itself and manifest.write_json_atomic's file
+    kinds = ((f".{output.stem}{PARTIAL_MARK}", output.suffix),
+             (f".{manifest.manifest_path(output).name}{PARTIAL_MARK}", ""))
+    for prefix, suffix in kinds:
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
+        tail = rest[len(digits):]
+        # the file itself, or (the output's only) a file named after it plus a suffix
+        if digits and (tail == suffix or (suffix and tail.startswith(suffix + "."))):
+            return int(digits)
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -354,20 +354,25 @@ def test_stale_partial_files_of_killed_runs_are_removed(tmp_path):
     target = tmp_path / "film_restored.mp4"
     live, dead = os.getppid(), dead_pid()
     stale = [tmp_path / f".film_restored.partial-{dead}.mp4",
+             tmp_path / f".film_restored.partial-{dead}.mp4.video.mov",  # --encoder ffmpeg's
              tmp_path / f".film_restored.mp4.gpenvideo.json.partial-{dead}"]
-    running = tmp_path / f".film_restored.partial-{live}.mp4"
-    other = tmp_path / f".film_restored.partial-{dead}.mkv"  # another output's
-    for path in [*stale, running, other]:
+    running = [tmp_path / f".film_restored.partial-{live}.mp4",
+               tmp_path / f".film_restored.partial-{live}.mp4.video.mov"]
+    others = [tmp_path / f".film_restored.partial-{dead}.mkv",  # another output's
+              tmp_path / f".film_restored.partial-{dead}.mkv.video.mov",
+              tmp_path / f".film_restored.partial-{dead}x.mp4.video.mov"]  # not a pid
+    for path in [*stale, *running, *others]:
         path.write_bytes(b"x")
 
     segments.run(src, target, RestoreConfig())  # no lock: only dead processes' files
-    assert not any(p.exists() for p in stale) and running.exists() and other.exists()
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in running + others)
 
     # under the output's lock (as every CLI run is) no other run can be writing it
     outcomes = batch.run_batch(batch.collect([src], None), RestoreConfig(), identity=True,
                                overwrite=True)
     assert outcomes[0].status == "done"
-    assert not running.exists() and other.exists()
+    assert not any(p.exists() for p in running) and all(p.exists() for p in others)
 
 
 # -- new-user trial -------------------------------------------------------------------------------

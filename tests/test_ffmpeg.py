@@ -7,6 +7,9 @@ except the test of what happens without the program.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -162,3 +165,66 @@ def test_odd_sizes_are_padded_for_the_codec_as_the_pyav_path_pads_them(tmp_path)
         notes.append([n for n in summary.notes if "95x63" in n])
     assert sizes == [(96, 64), (96, 64)]
     assert notes[0] and notes[1] == notes[0]
+
+
+# A run that kills itself with SIGKILL (as kill -9 would) once ffmpeg has started writing its
+# video file beside the temporary output (ffmpeg opens it after probing ~5 s of its input),
+# in a segmented run once the first segment is finished: argv source, output, segment seconds.
+KILLED_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+from gpenvideo import segments
+from gpenvideo.config import RestoreConfig
+
+class KillOnceFfmpegWrites:
+    name, context = "kill", 0
+    def __init__(self, folder, segmented):
+        self.folder, self.segmented = folder, segmented
+    def armed(self):
+        return not self.segmented or any(self.folder.rglob("seg-00000.json"))
+    def writing(self):
+        return self.armed() and any(p.name.endswith(".video.mov")
+                                    for p in self.folder.rglob(".*"))
+    def process(self, frame):
+        if self.writing():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return (frame,)
+    def flush(self):
+        if not self.armed():
+            return ()
+        deadline = time.monotonic() + 60
+        while not self.writing():
+            if time.monotonic() > deadline:
+                sys.exit(3)
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+source, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = RestoreConfig().replace("encode", encoder="ffmpeg").replace(
+    "pipeline", segment_seconds=float(sys.argv[3]))
+segmented = cfg.pipeline.segment_seconds > 0
+# frames pass through untouched: an identity run's settings digest (the next run resumes it)
+recipe = segments.Recipe(build=lambda info: [KillOnceFfmpegWrites(out.parent, segmented)],
+                         mode="identity")
+segments.run(source, out, cfg, recipe)
+"""
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("segment_seconds", [0.0, 6.0])
+def test_the_video_file_of_a_run_killed_with_kill_9_is_removed_by_the_next(tmp_path,
+                                                                          segment_seconds):
+    src = make_clip(tmp_path / "film.mp4", frames=375, size=(64, 48), gop=25)  # 15 s
+    out = tmp_path / "out.mp4"
+    child = subprocess.run([sys.executable, "-c", KILLED_RUN, str(src), str(out),
+                            str(segment_seconds)], timeout=120, capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    left = [p.name for p in tmp_path.rglob(".*") if p.name.endswith(".video.mov")]
+    assert len(left) == 1  # ffmpeg's video file beside the (segment's) temporary output
+
+    cfg = RestoreConfig().replace("encode", encoder="ffmpeg").replace(
+        "pipeline", segment_seconds=segment_seconds)
+    summary = segments.run(src, out, cfg)  # the next run, identity (the library's: no lock)
+    assert summary.frames == 375
+    assert summary.segments_resumed == (1 if segment_seconds else 0)  # resumed, not redone
+    assert [p.name for p in tmp_path.rglob(".*")] == []  # nothing of either run is left

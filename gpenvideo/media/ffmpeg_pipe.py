@@ -179,7 +179,9 @@ class FfmpegEncoder:
     ffmpeg encodes the piped pictures into a MOV file beside `path` (`<path>.video.mov`); `close`
     then muxes that video, each packet given its source frame's duration, with the source's
     audio and subtitles into `path` through encoder.Encoder, exactly as the PyAV path muxes a
-    finished segment (but in the source's time base), and removes the MOV file.
+    finished segment (but in the source's time base), and removes the MOV file (one left by
+    a killed run is removed by the next: outputs.remove_stale_partials beside an output,
+    segments.WorkFolder.prepare in a work folder; both match it by `path`'s name).
     path: the (temporary) file to write; fmt: its muxer name; info: the source's VideoInfo;
     size: (width, height) of the frames, upright. The source's audio and subtitles are copied
     when cfg.audio is set. Raises InputError when there is no ffmpeg, no ffmpeg-python, or the
