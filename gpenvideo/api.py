@@ -39,6 +39,8 @@ def restore_video(input: str | Path, output: str | Path | None = None, *,
     folder, or None: `<name>_restored.<ext>` beside the input). `identity`: decode and
     re-encode only. An output already complete with the same input and settings is not redone
     (the summary then says segments_resumed == segments and seconds 0) unless `overwrite`.
+    Opening the video makes this process's malloc deterministic for the rest of its life
+    (media.heap: libx264 reads memory it never wrote; importing gpenvideo does not do it).
     Returns the RunSummary. Raises TypeError for an unknown option; InputError, OutputError,
     WeightsError, EncodeError, Cancelled (GpenVideoError) as the command reports them."""
     from . import batch

@@ -32,46 +32,14 @@ MAX_TORCH_THREADS = 16
 
 
 def prepare_environment(env: MutableMapping[str, str] | None = None) -> bool:
-    """Put ENVIRONMENT's values into `env` (default os.environ) where not already set, and
-    make fresh heap memory hold the same bytes in every run (deterministic_heap).
+    """Put ENVIRONMENT's values into `env` (default os.environ) where not already set.
 
     Returns False when torch was imported before (its OpenMP runtime read the old values:
     the wait policy then only applies to processes started afterwards)."""
     env = os.environ if env is None else env
     for key, value in ENVIRONMENT.items():
         env.setdefault(key, value)
-    if env is os.environ:
-        deterministic_heap()
     return "torch" not in sys.modules
-
-
-# glibc mallopt parameters (malloc.h)
-_M_MMAP_THRESHOLD = -3
-_M_PERTURB = -6
-PERTURB_BYTE = 0x5A  # what malloc'd memory holds until written (its complement, 0xA5)
-MMAP_THRESHOLD = 128 << 10  # glibc's initial threshold, now fixed (zero-filled above it)
-
-
-def deterministic_heap() -> bool:
-    """Make uninitialised heap memory the same bytes in every run (glibc only; True if set).
-
-    libx264 as built into PyAV's FFmpeg reads memory it never wrote: the same frames encoded
-    twice in one process, one thread, gave packets of different sizes (26929, 27165, 26962
-    bytes for 40 frames), so the output followed whatever the heap held, which depends on
-    timing and load (issue 12). malloc now fills every block it hands out with a fixed byte,
-    and blocks above a fixed size always come zero-filled from mmap (glibc otherwise moves
-    that threshold as the run allocates). Costs a memset per allocation."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_PERTURB, PERTURB_BYTE))
 
 
 def available_cores() -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from ..config import DecodeConfig
 from ..errors import InputError
 from ..frames import Frame, VideoInfo
+from .heap import deterministic_heap
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class Decoder:
 
     def __init__(self, path: str | Path, cfg: DecodeConfig | None = None, *,
                  copy_streams: bool = False) -> None:
+        deterministic_heap()  # before FFmpeg allocates anything for this file
         self.path = Path(path)
         self.cfg = cfg or DecodeConfig()
         self.corrupt_packets = 0

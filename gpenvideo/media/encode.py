@@ -27,6 +27,7 @@ from ..config import EncodeConfig
 from ..errors import EncodeError, InputError
 from ..frames import Frame, VideoInfo
 from .decode import RANGE_FULL, Decoder, picture_frame, plane_array, sws_colorspace, sws_range
+from .heap import deterministic_heap
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class Encoder:
                  size: tuple[int, int] | None = None,
                  video_template: av.VideoStream | None = None,
                  source: Decoder | None = None) -> None:
+        deterministic_heap()  # before libx264 allocates (it reads memory it never wrote)
         self.path = path
         self.info = info
         self.cfg = cfg
