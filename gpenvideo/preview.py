@@ -216,7 +216,8 @@ def preview(source: str | Path, output: str | Path | None = None,
         timings: dict[str, float] = {}
         chain = [_Timed(stage, timings) for stage in factory(info)]
         if film_ids is not None:  # whole-film ids before the selection (and the figures)
-            at = next((i for i, s in enumerate(chain) if s.name == "select"), len(chain) - 1)
+            at = next((i for i, s in enumerate(chain) if s.name == "select"),
+                      max(len(chain) - 2, 0))  # (the figures and the compositor stay last)
             chain.insert(at, _FilmIds(film_ids, info))
         compositor = chain[-1].stage
         result.strengths = strengths or [compositor.strength]
