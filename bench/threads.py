@@ -52,19 +52,18 @@ def checkpoint(model: str, folder: Path) -> Path:
 
 
 def short_clip(frames: int, folder: Path) -> Path:
-    """The sample clip's first `frames` frames (stream copy up to that point)."""
+    """The sample clip's first `frames` frames, re-encoded (the sample has one keyframe, so a
+    stream copy cannot stop early)."""
     out = folder / f"sample{frames}.mp4"
     with av.open(str(SAMPLE)) as src, av.open(str(out), "w") as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        count = 0
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is None:
-                continue
-            if packet.is_keyframe and count >= frames:
+        stream = dst.add_stream("libx264", rate=src.streams.video[0].average_rate)
+        stream.width, stream.height = src.streams.video[0].width, src.streams.video[0].height
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": "12"}
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == frames:
                 break
-            packet.stream = stream
-            dst.mux(packet)
-            count += 1
+            dst.mux(stream.encode(frame.reformat(format="yuv420p")))
+        dst.mux(stream.encode())
     return out
 
 
