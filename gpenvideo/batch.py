@@ -223,9 +223,9 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
              stages: dict, progress: engine.ProgressCallback | None, debug: bool
              ) -> tuple[Outcome, Exception | None, engine.RunSummary | None]:
     """Restore one job. Returns its outcome, when it failed the error to report (see
-    _user_error), and when it ran the summary; Cancelled and KeyboardInterrupt propagate. A failed job leaves nothing behind:
-    no output, temporary file, lock, manifest, work folder without a finished segment, nor an
-    output folder this job created."""
+    _user_error), and when it ran the summary; Cancelled and KeyboardInterrupt propagate. A failed
+    or stopped job leaves nothing behind: no output, temporary file, lock, manifest, work folder
+    without a finished segment, nor an output folder this job created (while it is empty)."""
     outcome = Outcome(input=str(job.source), status="failed")
     started = time.monotonic()
     target: Path | None = None
@@ -261,7 +261,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
         _fill(outcome, doc)
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.fps = round(summary.fps, 2)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):  # Ctrl-C, SIGTERM: stopped, and nothing left
+        _remove_empty_folders(created)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
         error = _user_error(exc, job.source, target)
@@ -271,11 +272,7 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
             outcome.error, outcome.exit_code = _internal_line(job.source, error), 1
         if debug:
             outcome.traceback = traceback.format_exc()
-        for folder in reversed(created):
-            try:
-                folder.rmdir()  # only while empty
-            except OSError:
-                break
+        _remove_empty_folders(created)
         return outcome, error, None
     return outcome, None, summary
 
@@ -292,6 +289,17 @@ def _make_folders(target: Path) -> list[Path]:
                           "output folder")
     folder.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
+
+
+def _remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders a stopped or failed job created (outermost first in `created`),
+    innermost first, while they are empty: one that holds anything (a work folder kept for
+    --resume, another job's output) stays, and so do those around it."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _remove_unfinished(target: Path, written: bool) -> None:

@@ -433,6 +433,17 @@ def test_the_missing_folders_of_a_named_output_file_are_made_and_removed_on_fail
     assert main(["restore", str(src), "-o", str(src / "x.mkv"), "--identity"]) == 2
 
 
+def test_ctrl_c_removes_the_output_folders_the_run_made(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    (tmp_path / "kept").mkdir()
+    fail_on(monkeypatch, "film.mp4", KeyboardInterrupt())  # as SIGTERM's handler raises it
+    assert main(["restore", str(src), "-o", str(tmp_path / "kept" / "new" / "er/"),
+                 "--identity"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["film.mp4", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []  # the folder that was there stays
+
+
 def test_faces_and_skip_faces_naming_one_track_are_refused(tmp_path, capsys):
     src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
     assert main(["restore", str(src), "--faces", "1,2", "--skip-faces", "2", "--identity"]) == 2
