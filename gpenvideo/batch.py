@@ -55,7 +55,10 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     encoder: str = ""  # the video encoder used
     seconds: float = 0.0  # time spent
-    fps: float = 0.0
+    fps: float = 0.0  # frames rendered by this run (reused segments left out) per second
+    segments: int = 0  # pieces the film was processed in (0: not recorded)
+    segments_resumed: int = 0  # of those, reused from an earlier, interrupted run
+    frames_resumed: int = 0  # of `frames`, those in the reused segments
     error: str = ""  # why it failed, one line
     exit_code: int = 0
     per_track: list[dict] = field(default_factory=list)  # quality.TRACK_FIELDS, one per track
@@ -366,7 +369,8 @@ def _summary_doc(summary: engine.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,
-            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder,
+            "segments_resumed": summary.segments_resumed,
+            "frames_resumed": summary.frames_resumed, "encoder": summary.encoder,
             "per_track": summary.per_track}
 
 
@@ -378,6 +382,9 @@ def _fill(outcome: Outcome, doc: dict) -> None:
     outcome.warnings = list(doc.get("warnings", []))
     outcome.per_track = list(doc.get("per_track", []))
     outcome.encoder = str(doc.get("encoder", ""))
+    outcome.segments = int(doc.get("segments", 0))
+    outcome.segments_resumed = int(doc.get("segments_resumed", 0))
+    outcome.frames_resumed = int(doc.get("frames_resumed", 0))
 
 
 def _fill_from_manifest(outcome: Outcome, target: Path) -> None:

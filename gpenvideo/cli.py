@@ -221,6 +221,19 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def done_line(outcome) -> str:  # outcome: batch.Outcome of a finished file
+    """The line saying a file was written: whole-film counts, then the time and speed of this
+    run, which after a resume rendered only the segments an earlier run had not finished."""
+    timing = f"{outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+    if outcome.segments_resumed:
+        timing = (f"{outcome.segments_resumed} of {outcome.segments} segments reused from an "
+                  f"earlier run, the other {outcome.frames - outcome.frames_resumed} frames "
+                  f"rendered in {timing}")
+    return (f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
+            f"{outcome.tracks} tracks, {timing}"
+            + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from . import batch
 
@@ -241,9 +254,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if args.quiet:
             return
         if outcome.status == "done":
-            print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
-                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
-                  + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+            print(done_line(outcome))
             if outcome.per_track and not (several or args.report):
                 print(format_track_table(outcome.per_track))
             for note in outcome.warnings:

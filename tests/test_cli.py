@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -302,6 +303,36 @@ def test_progress_after_a_resume_counts_only_frames_rendered_now(tmp_path):
     early = engine.Progress(frames_done=60, frames_total=100, elapsed=2.0, frames_resumed=50)
     assert early.fps == 5.0 and early.eta == 8.0  # not 30 fps and 1.3 s
     assert engine.Progress(50, 100, 1.0, frames_resumed=50).eta is None
+
+
+def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered(
+        tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", seconds=4, size=(64, 48), gop=25)
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(src), "-o", str(out), "--identity", "--segment-seconds", "1"]
+    real, calls = segments.render_segment, []
+
+    def stop_at_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(segments, "render_segment", stop_at_the_third)
+    assert main(args) == 130
+    monkeypatch.setattr(segments, "render_segment", real)
+    kept = sorted(segments.WorkFolder(out).path.glob("seg-*.json"))
+    reused = sum(json.loads(f.read_text())["frames"] for f in kept)
+    assert len(kept) == 2 and 25 <= reused < 100
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
+    match = re.search(r": 100 frames, .*, 2 of 4 segments reused from an earlier run, the "
+                      r"other (\d+) frames rendered in [\d.]+ s \([\d.]+ fps\)", line)
+    assert match, line
+    assert int(match[1]) == 100 - reused  # the frames the fps counts
+    doc = json.loads(manifest.manifest_path(out).read_text())["summary"]
+    assert doc["segments_resumed"] == 2 and doc["frames_resumed"] == reused
 
 
 SLOW_RUN = """
