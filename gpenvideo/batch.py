@@ -343,7 +343,12 @@ def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
     """Restore one file into `target`; `notes` (about the output's name) are logged once the
     input and output are known to be usable. The source is opened once, before any model is
     loaded (segments.prepare); `stages` keeps the loaded recipe or the Ray executor for the
-    next file."""
+    next file. When `target` is there already (and not to be overwritten) the model is loaded
+    first, so that what is wrong with it (a file that is no checkpoint, --device cuda without
+    CUDA) is said before "already exists", and once."""
+    if (stages["ray"] is None and not identity and "recipe" not in stages
+            and target.exists() and not overwrite):
+        stages["recipe"] = api.restore_recipe(cfg)
     with segments.prepare(source, target, cfg, overwrite) as plan:
         for note in notes:
             log.warning("%s", note)

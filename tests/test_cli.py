@@ -475,6 +475,27 @@ def test_ctrl_c_removes_the_output_folders_the_run_made(tmp_path, monkeypatch, c
     assert list((tmp_path / "kept").iterdir()) == []  # the folder that was there stays
 
 
+@pytest.mark.parametrize("problem", ["no checkpoint", "no cuda"])
+def test_a_model_problem_is_said_before_the_output_exists(tmp_path, problem, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    if problem == "no checkpoint":
+        weights = tmp_path / "notes.pth"
+        weights.write_text("not a checkpoint\n")
+        extra, expected = [], "notes.pth: not a PyTorch checkpoint"
+    else:
+        weights = tiny_gpen(tmp_path)
+        extra, expected = ["--device", "cuda"], "--device cuda: no CUDA GPU is usable here"
+        if __import__("torch").cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    assert main(["restore", str(src), "-o", str(out), "--weights", str(weights),
+                 "--weights-dir", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "already exists" not in err and "\n" not in err
+    assert out.read_bytes() == b"keep me"
+
+
 def test_faces_and_skip_faces_naming_one_track_are_refused(tmp_path, capsys):
     src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
     assert main(["restore", str(src), "--faces", "1,2", "--skip-faces", "2", "--identity"]) == 2
