@@ -431,6 +431,18 @@ def test_a_bad_value_in_a_config_file_names_the_file_and_key(tmp_path, capsys, l
     assert sorted(os.listdir(tmp_path)) == ["film.mp4", "my.toml"]
 
 
+def test_restore_help_gives_the_default_strength_of_every_model(capsys):
+    from gpenvideo.models import weights
+
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    known = weights.known_weights()
+    assert "0.8 for gpen-bfr-2048, 1 for the other models and for --weights" in text
+    assert known["gpen-bfr-2048"].strength == 0.8
+    assert {e.strength for name, e in known.items() if name != "gpen-bfr-2048"} == {1.0}
+
+
 def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
     from gpenvideo.config import load_config
 
