@@ -55,7 +55,10 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     encoder: str = ""  # the video encoder used
     seconds: float = 0.0  # time spent
-    fps: float = 0.0
+    fps: float = 0.0  # frames rendered by this run (reused segments left out) per second
+    segments: int = 0  # pieces the film was processed in (0: not recorded)
+    segments_resumed: int = 0  # of those, reused from an earlier, interrupted run
+    frames_resumed: int = 0  # of `frames`, those in the reused segments
     error: str = ""  # why it failed, one line
     exit_code: int = 0
     per_track: list[dict] = field(default_factory=list)  # quality.TRACK_FIELDS, one per track
@@ -223,9 +226,9 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
              stages: dict, progress: engine.ProgressCallback | None, debug: bool
              ) -> tuple[Outcome, Exception | None, engine.RunSummary | None]:
     """Restore one job. Returns its outcome, when it failed the error to report (see
-    _user_error), and when it ran the summary; Cancelled and KeyboardInterrupt propagate. A failed job leaves nothing behind:
-    no output, temporary file, lock, manifest, work folder without a finished segment, nor an
-    output folder this job created."""
+    _user_error), and when it ran the summary; Cancelled and KeyboardInterrupt propagate. A failed
+    or stopped job leaves nothing behind: no output, temporary file, lock, manifest, work folder
+    without a finished segment, nor an output folder this job created (while it is empty)."""
     outcome = Outcome(input=str(job.source), status="failed")
     started = time.monotonic()
     target: Path | None = None
@@ -261,7 +264,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
         _fill(outcome, doc)
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.fps = round(summary.fps, 2)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):  # Ctrl-C, SIGTERM: stopped, and nothing left
+        _remove_empty_folders(created)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
         error = _user_error(exc, job.source, target)
@@ -271,11 +275,7 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
             outcome.error, outcome.exit_code = _internal_line(job.source, error), 1
         if debug:
             outcome.traceback = traceback.format_exc()
-        for folder in reversed(created):
-            try:
-                folder.rmdir()  # only while empty
-            except OSError:
-                break
+        _remove_empty_folders(created)
         return outcome, error, None
     return outcome, None, summary
 
@@ -292,6 +292,17 @@ def _make_folders(target: Path) -> list[Path]:
                           "output folder")
     folder.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
+
+
+def _remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders a stopped or failed job created (outermost first in `created`),
+    innermost first, while they are empty: one that holds anything (a work folder kept for
+    --resume, another job's output) stays, and so do those around it."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _remove_unfinished(target: Path, written: bool) -> None:
@@ -332,7 +343,12 @@ def _restore_one(source: Path, target: Path, cfg: RestoreConfig, identity: bool,
     """Restore one file into `target`; `notes` (about the output's name) are logged once the
     input and output are known to be usable. The source is opened once, before any model is
     loaded (segments.prepare); `stages` keeps the loaded recipe or the Ray executor for the
-    next file."""
+    next file. When `target` is there already (and not to be overwritten) the model is loaded
+    first, so that what is wrong with it (a file that is no checkpoint, --device cuda without
+    CUDA) is said before "already exists", and once."""
+    if (stages["ray"] is None and not identity and "recipe" not in stages
+            and target.exists() and not overwrite):
+        stages["recipe"] = api.restore_recipe(cfg)
     with segments.prepare(source, target, cfg, overwrite) as plan:
         for note in notes:
             log.warning("%s", note)
@@ -358,7 +374,8 @@ def _summary_doc(summary: engine.RunSummary) -> dict:
     return {"duration": summary.duration, "frames": summary.frames, "faces": summary.faces,
             "tracks": summary.tracks, "warnings": summary.notes,
             "seconds": round(summary.seconds, 3), "segments": summary.segments,
-            "segments_resumed": summary.segments_resumed, "encoder": summary.encoder,
+            "segments_resumed": summary.segments_resumed,
+            "frames_resumed": summary.frames_resumed, "encoder": summary.encoder,
             "per_track": summary.per_track}
 
 
@@ -370,6 +387,9 @@ def _fill(outcome: Outcome, doc: dict) -> None:
     outcome.warnings = list(doc.get("warnings", []))
     outcome.per_track = list(doc.get("per_track", []))
     outcome.encoder = str(doc.get("encoder", ""))
+    outcome.segments = int(doc.get("segments", 0))
+    outcome.segments_resumed = int(doc.get("segments_resumed", 0))
+    outcome.frames_resumed = int(doc.get("frames_resumed", 0))
 
 
 def _fill_from_manifest(outcome: Outcome, target: Path) -> None:

@@ -182,14 +182,15 @@ def config_from_args(args: argparse.Namespace) -> RestoreConfig:
 
 
 class _WarningPrinter(logging.Handler):
-    """Prints the package's warnings as one line each and counts them for the summary."""
+    """Prints the package's warnings as one line each and keeps them (the summary of a file
+    leaves out the notes already printed while it ran)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.count = 0
+        self.printed: list[str] = []  # the messages, in order
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
+        self.printed.append(record.getMessage())
         _clear_line()
         kind = "error" if record.levelno >= logging.ERROR else "warning"
         sys.stderr.write(f"gpenvideo: {kind}: {record.getMessage()}\n")
@@ -221,6 +222,19 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def done_line(outcome) -> str:  # outcome: batch.Outcome of a finished file
+    """The line saying a file was written: whole-film counts, then the time and speed of this
+    run, which after a resume rendered only the segments an earlier run had not finished."""
+    timing = f"{outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+    if outcome.segments_resumed:
+        timing = (f"{outcome.segments_resumed} of {outcome.segments} segments reused from an "
+                  f"earlier run, the other {outcome.frames - outcome.frames_resumed} frames "
+                  f"rendered in {timing}")
+    return (f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
+            f"{outcome.tracks} tracks, {timing}"
+            + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from . import batch
 
@@ -231,7 +245,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     several = len(jobs) > 1 or any(p.is_dir() for p in args.inputs)
     show = cfg.pipeline.progress and sys.stderr.isatty()
 
+    printer = next((h for h in logging.getLogger("gpenvideo").handlers
+                    if isinstance(h, _WarningPrinter)), None)
+    before = [0]  # how many warnings had been printed when the current file started
+
     def on_start(number: int, total: int, source: Path) -> None:
+        before[0] = len(printer.printed) if printer else 0
         if several and not args.quiet:
             _clear_line()
             print(f"[{number}/{total}] {source}", flush=True)
@@ -241,13 +260,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if args.quiet:
             return
         if outcome.status == "done":
-            print(f"wrote {outcome.output}: {outcome.frames} frames, {outcome.faces} faces in "
-                  f"{outcome.tracks} tracks, {outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
-                  + (f", encoded with {outcome.encoder}" if outcome.encoder else ""))
+            print(done_line(outcome))
             if outcome.per_track and not (several or args.report):
                 print(format_track_table(outcome.per_track))
+            printed = set(printer.printed[before[0]:]) if printer else set()
             for note in outcome.warnings:
-                print(f"  note: {note}")
+                if note not in printed:  # the output's new container: said once, at the start
+                    print(f"  note: {note}")
         elif outcome.status == "skipped":
             print(f"skipped {outcome.input}: {outcome.output} is already complete with these "
                   "settings (--overwrite to redo it)")

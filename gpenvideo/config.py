@@ -112,7 +112,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CompositeConfig:
-    strength: float | None = None  # 0..1 share of the restored face; None: the model's default
+    # 0..1 share of the restored face; None: the model's default (0.8 for gpen-bfr-2048, 1 for
+    # the other models and for --weights)
+    strength: float | None = None
     upscale: int = 1  # output resolution factor: 1, 2 or 4
     mask_feather: float = 0.1  # width of the mask's soft edge, as a fraction of the crop size
     color_match: bool = True  # keep the source face's colour and shading (low frequencies)
@@ -343,7 +345,9 @@ OPTIONS = (
     Option("threads", "pipeline", "threads", "count",
            "CPU threads for the models and OpenCV (default 0: the cores there are; the output "
            "is the same for any N)", commands=MODELLED),
-    Option("strength", "composite", "strength", "float", "share of the restored face, 0-1"),
+    Option("strength", "composite", "strength", "float",
+           "share of the restored face, 0-1 (default: the model's, 0.8 for gpen-bfr-2048, 1 for "
+           "the other models and for --weights)"),
     Option("faces", "select", "faces", "ids",
            "restore only these tracks, e.g. 1,3 (ids as `gpenvideo track` shows them); the "
            "others pass through untouched (preview: needs --tracks)", commands=MODELLED),

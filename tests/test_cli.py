@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -263,14 +264,14 @@ def test_negative_counts_are_refused(tmp_path, capsys, option):
 
 
 @pytest.mark.parametrize("several", [False, True])
-def test_the_mkv_note_is_printed_for_single_files_and_batches(tmp_path, capsys, several):
+def test_the_mkv_note_is_printed_once_for_single_files_and_batches(tmp_path, capsys, several):
     clips = [make_clip(tmp_path / f"{n}.avi", frames=3, size=(64, 48), codec="mpeg4")
              for n in ("a", "b")[:1 + several]]
     assert main(["restore", *map(str, clips), "--identity"]) == 0
     out = capsys.readouterr()
     for clip in clips:
         note = f"writing {clip.stem}_restored.mkv: gpenvideo writes MKV, MP4 or MOV, not .avi"
-        assert note in out.err and f"note: {note}" in out.out
+        assert out.err.count(note) == 1 and note not in out.out  # said once, as it starts
         assert (tmp_path / f"{clip.stem}_restored.mkv").is_file()
     doc = json.loads(manifest.manifest_path(tmp_path / "a_restored.mkv").read_text())
     assert any("MKV holds every stream" in w for w in doc["summary"]["warnings"])
@@ -302,6 +303,36 @@ def test_progress_after_a_resume_counts_only_frames_rendered_now(tmp_path):
     early = engine.Progress(frames_done=60, frames_total=100, elapsed=2.0, frames_resumed=50)
     assert early.fps == 5.0 and early.eta == 8.0  # not 30 fps and 1.3 s
     assert engine.Progress(50, 100, 1.0, frames_resumed=50).eta is None
+
+
+def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered(
+        tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", seconds=4, size=(64, 48), gop=25)
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(src), "-o", str(out), "--identity", "--segment-seconds", "1"]
+    real, calls = segments.render_segment, []
+
+    def stop_at_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(segments, "render_segment", stop_at_the_third)
+    assert main(args) == 130
+    monkeypatch.setattr(segments, "render_segment", real)
+    kept = sorted(segments.WorkFolder(out).path.glob("seg-*.json"))
+    reused = sum(json.loads(f.read_text())["frames"] for f in kept)
+    assert len(kept) == 2 and 25 <= reused < 100
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
+    match = re.search(r": 100 frames, .*, 2 of 4 segments reused from an earlier run, the "
+                      r"other (\d+) frames rendered in [\d.]+ s \([\d.]+ fps\)", line)
+    assert match, line
+    assert int(match[1]) == 100 - reused  # the frames the fps counts
+    doc = json.loads(manifest.manifest_path(out).read_text())["summary"]
+    assert doc["segments_resumed"] == 2 and doc["frames_resumed"] == reused
 
 
 SLOW_RUN = """
@@ -405,6 +436,18 @@ def test_a_bad_value_in_a_config_file_names_the_file_and_key(tmp_path, capsys, l
     assert sorted(os.listdir(tmp_path)) == ["film.mp4", "my.toml"]
 
 
+def test_restore_help_gives_the_default_strength_of_every_model(capsys):
+    from gpenvideo.models import weights
+
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    known = weights.known_weights()
+    assert "0.8 for gpen-bfr-2048, 1 for the other models and for --weights" in text
+    assert known["gpen-bfr-2048"].strength == 0.8
+    assert {e.strength for name, e in known.items() if name != "gpen-bfr-2048"} == {1.0}
+
+
 def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
     from gpenvideo.config import load_config
 
@@ -436,6 +479,38 @@ def test_the_missing_folders_of_a_named_output_file_are_made_and_removed_on_fail
                  "--identity"]) == 2
     assert not (tmp_path / "new").exists()
     assert main(["restore", str(src), "-o", str(src / "x.mkv"), "--identity"]) == 2
+
+
+def test_ctrl_c_removes_the_output_folders_the_run_made(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    (tmp_path / "kept").mkdir()
+    fail_on(monkeypatch, "film.mp4", KeyboardInterrupt())  # as SIGTERM's handler raises it
+    assert main(["restore", str(src), "-o", str(tmp_path / "kept" / "new" / "er/"),
+                 "--identity"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["film.mp4", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []  # the folder that was there stays
+
+
+@pytest.mark.parametrize("problem", ["no checkpoint", "no cuda"])
+def test_a_model_problem_is_said_before_the_output_exists(tmp_path, problem, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    if problem == "no checkpoint":
+        weights = tmp_path / "notes.pth"
+        weights.write_text("not a checkpoint\n")
+        extra, expected = [], "notes.pth: not a PyTorch checkpoint"
+    else:
+        weights = tiny_gpen(tmp_path)
+        extra, expected = ["--device", "cuda"], "--device cuda: no CUDA GPU is usable here"
+        if __import__("torch").cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    assert main(["restore", str(src), "-o", str(out), "--weights", str(weights),
+                 "--weights-dir", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "already exists" not in err and "\n" not in err
+    assert out.read_bytes() == b"keep me"
 
 
 def test_faces_and_skip_faces_naming_one_track_are_refused(tmp_path, capsys):

@@ -129,6 +129,18 @@ def test_a_library_run_resumes_segments_of_the_same_settings(film, tmp_path):
     assert kept and summary.segments_resumed == kept
 
 
+def test_an_mkv_output_is_the_same_bytes_every_run_and_after_a_resume(film, tmp_path):
+    # Matroska writes random segment and track UIDs unless the muxer is told to be bit-exact
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=1)
+    first, second, resumed = tmp_path / "first.mkv", tmp_path / "second.mkv", tmp_path / "r.mkv"
+    segments.run(film, first, cfg, progress=None)
+    segments.run(film, second, cfg, progress=None)
+    with pytest.raises(Exception, match="interrupted"):
+        segments.run(film, resumed, cfg, progress=StopAfter(25))
+    assert segments.run(film, resumed, cfg).segments_resumed
+    assert first.read_bytes() == second.read_bytes() == resumed.read_bytes()
+
+
 def test_a_segmented_ffv1_film_is_written_with_every_timestamp(film, tmp_path):
     out = tmp_path / "out.mkv"
     cfg = LOSSLESS.replace("pipeline", segment_seconds=1)

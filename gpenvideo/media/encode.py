@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # Containers whose muxers keep exact timestamps and hold modern codecs with copied audio.
 MODERN_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 FALLBACK_SUFFIX = ".mkv"
+# Muxer options of every file written: no random identifiers (Matroska's segment and track UIDs)
+# and no library version, so the same input and settings give the same bytes
+BITEXACT = {"fflags": "+bitexact"}
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,8 @@ class Encoder:
         if cfg.codec == "auto" and video_template is None:
             self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
         # a file object: the pipe to ffmpeg (ffmpeg_pipe)
-        self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt)
+        self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt,
+                            options=BITEXACT)
         try:
             codec = (video_template.codec_context.name if video_template is not None
                      else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec

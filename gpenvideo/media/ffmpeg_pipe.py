@@ -34,6 +34,7 @@ from ..config import EncodeConfig
 from ..errors import EncodeError, InputError
 from ..frames import Frame, VideoInfo
 from .encode import (
+    BITEXACT,
     CODEC_DEFAULTS,
     PLANAR_YUV,
     Encoder,
@@ -230,6 +231,7 @@ class FfmpegEncoder:
             "color_range": output_color_range(info, pix_fmt), "colorspace": info.colorspace,
             "color_primaries": info.color_primaries, "color_trc": info.color_trc,
             "enc_time_base:v": -1,  # the input's time base: the source's
+            **BITEXACT,  # the MOV file the same bytes every run, as the files PyAV writes
         }
         sar = info.sample_aspect_ratio
         if sar and sar != 1:  # (the pipe does not carry it) as the exact display aspect
