@@ -275,6 +275,42 @@ def test_old_container_gets_mkv_output_with_a_note(tmp_path):
     assert payloads(Path(summary.output)) == payloads(src)
 
 
+def dv_clip(path: Path, frames: int = 8) -> Path:
+    """An NTSC DV file (720x480 4:1:1, 29.97 fps, PCM audio, a timecode tag) as camcorders
+    and capture cards write it."""
+    with av.open(str(path), "w", format="dv") as out:
+        video = out.add_stream("dvvideo", rate=Fraction(30000, 1001))
+        video.width, video.height, video.pix_fmt = 720, 480, "yuv411p"
+        audio = out.add_stream("pcm_s16le", rate=48000, layout="stereo")
+        for i in range(frames):
+            picture = np.full((480, 720, 3), 40 + 20 * i, np.uint8)
+            vf = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv411p")
+            vf.pts = i
+            out.mux(video.encode(vf))
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 2 * 1602), np.int16), format="s16",
+                                            layout="stereo")
+            af.sample_rate, af.pts = 48000, i * 1602
+            out.mux(audio.encode(af))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mkv"])
+def test_dv_keeps_its_frame_rate_and_writes_to_mov(tmp_path, suffix):
+    # FFmpeg's DV demuxer says 60000 fps (time base 1/60000): given to the encoder, the MOV
+    # muxer's timecode track refused it ("fps 60000 is too large") when the file was closed
+    src = dv_clip(tmp_path / "camcorder.dv")
+    with Decoder(src) as dec:
+        assert dec.info.frame_rate == Fraction(30000, 1001)
+    summary = identity(src, tmp_path / f"out{suffix}")
+    assert summary.frames == 8
+    assert video_times(Path(summary.output)) == pytest.approx(video_times(src), abs=5e-4)
+    with av.open(summary.output) as c:
+        assert c.streams.video[0].average_rate == Fraction(30000, 1001)
+        assert [s.codec_context.name for s in c.streams.audio] == ["pcm_s16le"]
+
+
 def test_audio_the_container_cannot_hold_is_transcoded_to_aac(tmp_path):
     src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_u8")
     summary = identity(src, tmp_path / "out.mp4")

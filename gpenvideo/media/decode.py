@@ -38,6 +38,7 @@ HD_HEIGHT = 720  # untagged sources at least this tall are taken to be BT.709, a
 # longer than the video).
 TRUNCATION_SLACK = 1.0
 TRUNCATION_FRACTION = 0.05
+MAX_FRAME_RATE = 1000  # frames/s: a stream claiming more is taken to mis-report (frame_rate)
 LAST_PACKETS = 8  # a packet cut short among the last ones read: the file ends inside a packet
 
 
@@ -233,7 +234,7 @@ class Decoder:
             bit_depth=bits,
             chroma=chroma,
             time_base=Fraction(stream.time_base),
-            frame_rate=Fraction(stream.average_rate) if stream.average_rate else None,
+            frame_rate=frame_rate(stream),
             frames=int(stream.frames or 0),
             duration=duration,
             rotation=rotation,
@@ -414,6 +415,16 @@ def _pull_all(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
             yield graph.pull()
         except (av.BlockingIOError, av.EOFError):
             return
+
+
+def frame_rate(stream: av.VideoStream) -> Fraction | None:
+    """The stream's average frame rate, or FFmpeg's guess from its timestamps where the average
+    is missing or impossible (above MAX_FRAME_RATE: FFmpeg's DV demuxer reports 60000 fps for
+    NTSC DV, whose time base is 1/60000; an encoder given that rate fails); None if neither."""
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate and 0 < rate <= MAX_FRAME_RATE:
+            return Fraction(rate)
+    return None
 
 
 def _default_step(info: VideoInfo) -> int:
