@@ -21,7 +21,7 @@ from typing import Any
 
 from . import api, engine, manifest, outputs, segments
 from .config import RestoreConfig, validate
-from .errors import Cancelled, GpenVideoError, InputError, OutputError
+from .errors import Cancelled, EncodeError, GpenVideoError, InputError, OutputError
 from .quality import format_track_table
 
 log = logging.getLogger(__name__)
@@ -317,14 +317,23 @@ def _remove_unfinished(target: Path, written: bool) -> None:
 
 
 def _user_error(exc: Exception, source: Path, target: Path | None) -> Exception:
-    """The error to tell the user about a failed job: GpenVideoErrors as they are, a filesystem
-    failure as an OutputError or InputError naming the user's file or folder
-    (manifest.filesystem_error), any other exception as it was (an internal failure)."""
-    if isinstance(exc, GpenVideoError):
-        return exc
-    if isinstance(exc, OSError) and target is not None:
+    """The error to tell the user about a failed job: a filesystem failure as an OutputError
+    or InputError naming the user's file or folder (manifest.filesystem_error); one whose
+    message names a hidden temporary file of the output with the output's name instead (an
+    EncodeError when it was not a GpenVideoError: it failed writing); else as it was (a
+    GpenVideoError, or an internal failure)."""
+    if isinstance(exc, OSError) and not isinstance(exc, GpenVideoError) and target is not None:
         error = manifest.filesystem_error(exc, source, target)
         if error is not None:
+            error.__cause__ = exc
+            return error
+    if target is not None:
+        text = " ".join(str(exc).split())
+        shown = outputs.user_names(text, target)
+        if shown != text:  # it names our hidden temporary file: say the user's output instead
+            error = (type(exc)(shown) if isinstance(exc, GpenVideoError) else
+                     EncodeError(f"writing {target} failed ({type(exc).__name__}: {shown}); "
+                                 "run again with --debug for the traceback"))
             error.__cause__ = exc
             return error
     return exc

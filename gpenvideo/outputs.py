@@ -5,6 +5,7 @@ left by killed runs."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from . import manifest
@@ -122,3 +123,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, someone else's
         return True
     return True
+
+
+def user_names(text: str, output: Path) -> str:
+    """`text` (an error message) with every hidden name of a file a run writing `output` makes
+    beside it (partial_pid), bare or as a path, replaced by `output` as the user named it."""
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return str(output) if partial_pid(Path(word).name, output) is not None else word
+
+    return re.sub(r"[^\s'\"()\[\]]+", swap, text)

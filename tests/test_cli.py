@@ -634,3 +634,26 @@ def test_a_closed_pipe_on_stdout_ends_quietly(monkeypatch, capsys):
         monkeypatch.undo()
     assert code == 141
     assert capsys.readouterr().err == ""
+
+
+def test_a_muxer_failure_names_the_users_output_not_the_hidden_file(tmp_path, monkeypatch,
+                                                                    capsys):
+    # FFmpeg's errors name the file being written, which is our hidden `.NAME.partial-PID.EXT`
+    import av
+
+    from gpenvideo.media import encode
+
+    close = encode.Encoder._close_containers
+
+    def failing_close(self):
+        close(self)
+        raise av.error.ArgumentError(22, "Invalid argument", str(self.path))
+
+    monkeypatch.setattr(encode.Encoder, "_close_containers", failing_close)
+    src = make_clip(tmp_path / "film.mp4", frames=5)
+    out = tmp_path / "film_restored.mov"
+    assert main(["restore", str(src), "--identity", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "Invalid argument" in err
+    assert ".partial" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["film.mp4"]
