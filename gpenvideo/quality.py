@@ -79,11 +79,12 @@ def grey_small(image, size: int = QUALITY_SIZE) -> np.ndarray:
 def _block_mean(image: np.ndarray, size: int) -> np.ndarray:
     """(S, S, C) uint8/uint16 with S a multiple of `size` -> (size, size) float32: the mean of
     each (S/size)-pixel square over all its channels (what INTER_AREA and a channel mean give),
-    summed exactly in float64."""
+    summed exactly (int32 / float32 row sums below 2**24, then float64)."""
     side, _, channels = image.shape
     k = side // size
     rows = np.ascontiguousarray(image).reshape(side * size, k * channels)  # one block's row each
-    sums = cv2.reduce(rows, 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F)  # (side * size, 1)
+    depth = cv2.CV_32S if image.dtype == np.uint8 else cv2.CV_32F  # what OpenCV sums fast
+    sums = cv2.reduce(rows, 1, cv2.REDUCE_SUM, dtype=depth).astype(np.float64)
     return (sums.reshape(size, k, size).sum(axis=1) / (k * k * channels)).astype(np.float32)
 
 
