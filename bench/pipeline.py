@@ -332,8 +332,9 @@ def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv"
     per_thread["total"] = 1000 * cpu / n
     on_device = {name: 1000 * s / n for name, s in device.cpu.items()}
     on_device["total"] = sum(on_device.values())
-    return {"device_ms": on_device, "frames": summary.frames, "faces": summary.faces, "fps": summary.frames / wall,
-            "wall": wall, "cpu_ms": per_thread, "gpen_busy": gpen.seconds / wall,
+    return {"frames": summary.frames, "faces": summary.faces, "fps": summary.frames / wall,
+            "wall": wall, "cpu_ms": per_thread, "device_ms": on_device,
+            "gpen_busy": gpen.seconds / wall,
             "gpu_util": gpen.utilisation}
 
 
