@@ -16,6 +16,14 @@ GPU back. CPU ms/frame is each thread's own CPU time (time.thread_time) over the
 "pools" is the rest of the process (FFmpeg's codec threads, OpenMP/OpenCV worker threads).
 GPEN busy is the share of the wall time inside the network's batches (synchronised on CUDA);
 GPU util is NVML's mean utilisation while the film ran (CUDA only).
+
+--face-path torch on the CPU runs the restorer as a GPU run does (crops, GPEN's output, the face
+path and the quality stage's shrink on the torch device; the compositor only blends patches),
+with the CPU standing in for the GPU, so that work lands on the stage threads. Each such row is
+followed by a "torch, less GPU work" row: every thread's CPU time less its share of the calls
+that a GPU run leaves to the GPU (DeviceClock), i.e. what a GPU run keeps on the CPU threads.
+With --passthrough, torch and OpenCV get one thread (--threads 1), so each stage's work is
+counted on its own thread and not in "pools".
 """
 
 from __future__ import annotations
@@ -43,9 +51,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from io_bench import plain  # noqa: E402
-from gpenvideo import api, engine, segments  # noqa: E402
+from gpenvideo import api, engine, quality, restorer, segments  # noqa: E402
+from gpenvideo.compositor import Compositor  # noqa: E402
 from gpenvideo.config import RestoreConfig  # noqa: E402
 from gpenvideo.errors import GpenVideoError  # noqa: E402
+from gpenvideo.models import retinaface as retinaface_module  # noqa: E402
 from gpenvideo.models import runner as runner_module  # noqa: E402
 from gpenvideo.models import weights as weights_module  # noqa: E402
 from gpenvideo.models.gpen import GPEN, GPENConfig  # noqa: E402
@@ -210,32 +220,106 @@ class GpenClock:
 
 
 def torch_face_path(factory):
-    """The stage factory with every stage that can cut (and paste) faces with torch given the
-    CPU as its torch device (the code path a GPU run takes, on the CPU)."""
+    """The stage factory with the restorer built as api.restore_recipe builds it for CUDA, the
+    CPU standing in for the GPU: crops cut with torch, GPEN's (or the pass-through's) output
+    left on the device, and the face path (restorer.FacePath: shrink, colour match, blend,
+    masks, patch warp) run there, so the compositor only blends the patches. The path a GPU
+    run takes, on the CPU."""
     def wrapped(info):
         stages = factory(info)
-        for stage in stages:
-            if hasattr(stage, "warp_device") and stage.warp_device is None:
-                stage.warp_device = torch.device("cpu")
+        compositor = next(s for s in stages if isinstance(s, Compositor))
+        cpu = torch.device("cpu")
+        for k, stage in enumerate(stages):
+            if isinstance(stage, restorer.RestoreStage) and stage.warp_device is None:
+                runner = stage.restore_fn.__self__  # GPENRunner.restore, bound
+                stages[k] = restorer.RestoreStage(
+                    runner.restore_on_device, stage.size, stage.batch_faces, cpu,
+                    stage.parse_fn, compositor.cfg, compositor.strength)
         return stages
     return wrapped
 
 
+class DeviceClock:
+    """CPU seconds, per pipeline thread, of the work a GPU run does on the GPU, when the torch
+    face path runs on the CPU instead: time.thread_time inside the calls that only queue GPU
+    work in a GPU run (cutting the crops, GPEN and its conversions, FacePath.patch, the quality
+    stage's shrink of a device crop, RetinaFace's network and box decoding), less the host
+    work nested in them (copying a frame into the upload buffer, RetinaFace's NMS). A thread's
+    CPU time less this is what a GPU run leaves on that thread, except the launches themselves
+    (some tens of microseconds per torch call) and the few torch calls outside these (torch.cat
+    of a batch's crops, the patches' copy to the host), which stay counted as CPU work."""
+
+    DEVICE = ((restorer.RestoreStage, "_warp_on_device"), (restorer.FacePath, "patch"),
+              (runner_module.GPENRunner, "restore_on_device"),
+              (retinaface_module, "_detect_same_size"))
+    HOST = ((restorer, "to_device"), (retinaface_module, "nms"))
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _device(self, fn, when=lambda *a, **k: True):
+        def timed(*args, **kwargs):
+            local = self._local
+            if getattr(local, "inside", False) or not when(*args, **kwargs):
+                return fn(*args, **kwargs)
+            local.inside, local.host = True, 0.0
+            t0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - t0 - local.host
+                local.inside = False
+                name = threading.current_thread().name.removeprefix("gpenvideo-")
+                with self._lock:
+                    self.cpu[name] = self.cpu.get(name, 0.0) + spent
+        return timed
+
+    def _host(self, fn):
+        def timed(*args, **kwargs):
+            if not getattr(self._local, "inside", False):
+                return fn(*args, **kwargs)
+            t0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._local.host += time.thread_time() - t0
+        return timed
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for owner, attr in self.DEVICE:
+                stack.enter_context(mock.patch.object(owner, attr,
+                                                      self._device(getattr(owner, attr))))
+            stack.enter_context(mock.patch.object(
+                quality, "grey_small",
+                self._device(quality.grey_small, lambda image, *a, **k: hasattr(image, "detach"))))
+            for owner, attr in self.HOST:
+                stack.enter_context(mock.patch.object(owner, attr,
+                                                      self._host(getattr(owner, attr))))
+            yield
+
+
 # pipeline threads with a column of their own; any other stage's thread is added to "other"
-THREADS = ("decode", "detect", "track", "register", "restore", "composite", "encode")
+THREADS = ("decode", "detect", "track", "register", "restore", "quality", "composite",
+           "encode")
 
 
 def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv",
             identity: bool = False) -> dict:
     """Restore `clip` into `out` once (identity: decode and encode only, no stage); return
-    frames/s, faces, CPU ms/frame per thread and the GPU figures. Raises GpenVideoError (e.g.
-    an encoder this machine lacks)."""
+    frames/s, faces, CPU ms/frame per thread, the part of it that a GPU run does on the GPU
+    (device_ms, DeviceClock) and the GPU figures. Raises GpenVideoError (e.g. an encoder this
+    machine lacks)."""
     threads, gpen = ThreadClock(), GpenClock(resolve_device(cfg.model.device))
+    device = DeviceClock()
     with segments.prepare(clip, out, cfg, overwrite=True) as plan:
         recipe = api.IDENTITY if identity else api.restore_recipe(cfg)
         if face_path == "torch" and recipe.build is not None:
             recipe = dataclasses.replace(recipe, build=torch_face_path(recipe.build))
-        with threads.installed(), gpen.installed():
+        with threads.installed(), gpen.installed(), device.installed():
             cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
             summary = segments.execute(plan, recipe)
             wall = time.perf_counter() - t0
@@ -246,9 +330,22 @@ def measure(clip: Path, out: Path, cfg: RestoreConfig, face_path: str = "opencv"
                                      if name not in THREADS) / n
     per_thread["pools"] = 1000 * max(0.0, cpu - main - sum(threads.cpu.values())) / n
     per_thread["total"] = 1000 * cpu / n
+    on_device = {name: 1000 * s / n for name, s in device.cpu.items()}
+    on_device["total"] = sum(on_device.values())
     return {"frames": summary.frames, "faces": summary.faces, "fps": summary.frames / wall,
-            "wall": wall, "cpu_ms": per_thread, "gpen_busy": gpen.seconds / wall,
+            "wall": wall, "cpu_ms": per_thread, "device_ms": on_device,
+            "gpen_busy": gpen.seconds / wall,
             "gpu_util": gpen.utilisation}
+
+
+def less_device(r: dict) -> str:
+    """The thread columns (THREADS, then other) of a measure() result less each thread's work
+    that a GPU run does on the GPU, as table cells."""
+    dev = r["device_ms"]
+    cells = [r["cpu_ms"].get(t, 0.0) - dev.get(t, 0.0) for t in THREADS]
+    cells.append(r["cpu_ms"].get("other", 0.0) - sum(v for t, v in dev.items()
+                                                      if t not in THREADS and t != "total"))
+    return " | ".join(f"{c:.1f}" for c in cells)
 
 
 def random_checkpoint(folder: Path, size: int, tiny: bool = False) -> Path:
@@ -279,7 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passthrough", action="store_true",
                     help="GPEN replaced by a runner returning its input (the CPU side alone)")
     ap.add_argument("--face-path", choices=["opencv", "torch", "both"], default="opencv",
-                    help="on the CPU: cut the crops with OpenCV or with torch (the GPU's path)")
+                    help="the face path with OpenCV (a CPU run's) or with torch (a GPU run's: "
+                         "crops, FacePath, patches); on the CPU each torch row is followed by "
+                         "one without the work a GPU run does on the GPU (DeviceClock)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and OpenCV threads (--threads of gpenvideo); default 1 with "
+                         "--passthrough, so each stage's work stays on its own thread as the "
+                         "per-thread columns mean, else 0 (the cores)")
     ap.add_argument("--codecs", nargs="+", default=["libx264"])
     ap.add_argument("--presets", nargs="+", default=["default"],
                     help="encoder speed presets to try (default: the codec's own)")
@@ -301,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RestoreConfig().replace(
         "model", weights=str(ckpt), device=args.device, precision=args.precision,
         weights_dir=str(shared / "weights")).replace(
-        "pipeline", progress=False, segment_seconds=0).replace(
+        "pipeline", progress=False, segment_seconds=0,
+        threads=(1 if args.passthrough else 0) if args.threads is None else args.threads).replace(
         "composite", strength=args.strength).replace("detect", backend=args.detector)
     if args.hd:
         w, h = map(int, args.hd_size.split("x"))
@@ -349,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{head} {r['frames']} | {r['fps']:.2f} | {ms} | "
                   f"{r['cpu_ms']['pools']:.1f} | {r['cpu_ms']['total']:.1f} | "
                   f"{100 * r['gpen_busy']:.0f}% | {util} |", flush=True)
+            if face_path == "torch" and device.type == "cpu" and not args.identity:
+                print(f"| {clip.name} | {name} | torch, less GPU work | {r['frames']} | | "
+                      f"{less_device(r)} | {r['cpu_ms']['pools']:.1f} | "
+                      f"{r['cpu_ms']['total'] - r['device_ms']['total']:.1f} | | |", flush=True)
     return 1 if failures else 0
 
 

@@ -67,19 +67,22 @@ def blend_patch(image: np.ndarray, x0: int, y0: int, face: np.ndarray, alpha: np
     image[y0:y0+h, x0:x0+w] (uint8, or uint16 at full 16-bit scale; not changed). Returns what
     Frame.paste takes: (x0, y0, pixels (h', w', 3) of the image's dtype, mask (h', w') bool of
     the pixels that change), cut to the changed pixels' box (None: none change)."""
-    inside = alpha > 0
-    if not inside.any():
-        return None
-    roi = image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
+    h, w = alpha.shape
+    roi = image[y0:y0 + h, x0:x0 + w]
     level = 257.0 if image.dtype == np.uint16 else 1.0  # 8-bit face into a 16-bit frame
     top = 65535 if image.dtype == np.uint16 else 255
-    a = alpha[inside][:, None]
-    new = a * face[inside] * level + (1 - a) * roi[inside].astype(np.float32)
-    new = np.clip(np.rint(new), 0, top).astype(image.dtype)
-    changed = np.zeros(inside.shape, bool)
-    changed[inside] = np.any(new != roi[inside], axis=1)
-    pixels = roi.copy()
-    pixels[inside] = new
+    # Over the whole patch at once (gathering the pixels under the mask first cost 3x more):
+    # where alpha is 0 the sum is the frame's own value, exactly, so it stays unchanged.
+    a = np.maximum(alpha, 0, dtype=np.float32)[..., None]
+    new = a * face
+    if level != 1.0:
+        new *= level
+    new += np.multiply(1 - a, roi, dtype=np.float32)
+    np.rint(new, out=new)
+    np.clip(new, 0, top, out=new)
+    pixels = new.astype(image.dtype)
+    differ = pixels != roi
+    changed = differ[..., 0] | differ[..., 1] | differ[..., 2]  # faster than any(axis=2)
     rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
     if rows.size == 0:
         return None

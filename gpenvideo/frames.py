@@ -140,7 +140,7 @@ class Frame:
             return
         mask = mask[cy0:cy1, cx0:cx1]
         region = self._pixels[y0 + cy0:y0 + cy1, x0 + cx0:x0 + cx1]
-        region[mask] = pixels[cy0:cy1, cx0:cx1][mask]
+        np.copyto(region, pixels[cy0:cy1, cx0:cx1], where=mask[..., None])
         self.changed.append((x0 + cx0, y0 + cy0, mask))
 
     def replace_image(self, image: np.ndarray) -> None:
