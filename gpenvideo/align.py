@@ -88,6 +88,21 @@ def warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int] | int,
                           borderMode=border, borderValue=border_value)
 
 
+def grey_small_torch(images, size: int):
+    """(N, S, S, 3) or (N, 3, S, S) tensors (any dtype), S a multiple of `size` -> (N, size,
+    size) float32 tensor on their device: each image area-averaged to `size`, then its
+    channels averaged (quality.grey_small's order: both linear, the same grey)."""
+    import torch
+
+    x = images.detach()
+    if not (x.shape[1] == 3 and x.shape[-1] != 3):
+        x = x.permute(0, 3, 1, 2)  # (N, 3, S, S)
+    x = x.float()
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x.mean(1)
+
+
 def warp_torch(images, matrices, size: int | tuple[int, int], cubic: bool = False,
                replicate: bool = False):
     """GPU warp that matches `warp`: images (N, C, H, W) float tensor (N = 1 serves every

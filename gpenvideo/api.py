@@ -128,7 +128,7 @@ def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
     from .detector import DetectStage, create_detector
     from .models import weights
     from .models.runner import GPENRunner
-    from .quality import QualityStage, SelectStage, TrackLedger, chooser
+    from .quality import QUALITY_SIZE, QualityStage, SelectStage, TrackLedger, chooser
     from .register import Registrar
     from .restorer import RestoreStage
     from .tracker import Tracker
@@ -160,7 +160,7 @@ def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
                 SelectStage(ledger),
                 RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
                              runner.batch_size, runner.device if cuda else None, parser,
-                             cfg.composite, strength),
+                             cfg.composite, strength, grey_size=QUALITY_SIZE),
                 QualityStage(ledger), Compositor(cfg.composite, size, strength)]
 
     return restore_plan_recipe(cfg, build)

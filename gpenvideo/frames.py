@@ -88,6 +88,10 @@ class RestoredFace:
     # compositor receives it (after --upscale): face (h, w, 3) float32 BGR 0-255, alpha (h, w)
     # float32 0-1; None: the compositor warps `restored` itself
     patch: tuple[int, int, np.ndarray, np.ndarray] | None = None
+    # (crop, restored) each as a small (q, q) float32 grey for the quality figures
+    # (quality.grey_small), made where the crops are (a GPU run brings back these, not the
+    # crops); None: the quality stage makes them from `crop` and `restored`
+    greys: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass

@@ -97,14 +97,8 @@ def _grey_small_tensor(image, size: int) -> np.ndarray:
         return grey_small(image.detach().cpu().numpy(), size)
     with torch.inference_mode():
         x = image.detach()
-        if x.ndim == 2:
-            x = x[None]
-        elif not (x.shape[0] == 3 and x.shape[-1] != 3):
-            x = x.permute(2, 0, 1)  # (C, S, S)
-        x = x[None].float()
-        if x.shape[-2:] != (size, size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
-        return x[0].mean(0).cpu().numpy().astype(np.float32, copy=False)
+        x = x[None, :, :, None] if x.ndim == 2 else x[None]  # (1, S, S, C) or (1, 3, S, S)
+        return align.grey_small_torch(x, size)[0].cpu().numpy()
 
 
 def crop_matrix(face: TrackedFace, size: int = QUALITY_SIZE) -> np.ndarray:
@@ -194,7 +188,7 @@ class TrackLedger:
                 fig.prev_pair = None
                 continue
             fig.restored += 1
-            pair = grey_small(out.crop), grey_small(out.restored)
+            pair = out.greys or (grey_small(out.crop), grey_small(out.restored))
             if following and fig.prev_pair is not None:
                 shift, _ = align.phase_shift(fig.prev_pair[0], pair[0], self._window)
                 fig.change_src += self._change(fig.prev_pair[0], pair[0], shift)

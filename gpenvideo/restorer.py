@@ -36,7 +36,8 @@ class RestoreStage:
     cross the bus before GPEN); None cuts them with OpenCV. parse_fn: restored crops ->
     (N, S, S) face masks (parsing.FaceParser), or None for the template mask. composite and
     strength: with a warp_device, the face path runs there too (FacePath) and each face comes
-    with its patch; None leaves it to the compositor. Results are attached as
+    with its patch (and with grey_size, the quality figures' small greys of crop and restored
+    face: RestoredFace.greys); None leaves it to the compositor. Results are attached as
     `frame.restored`."""
 
     name = "restore"
@@ -44,13 +45,13 @@ class RestoreStage:
 
     def __init__(self, restore_fn, size: int, batch_faces: int = 8, warp_device=None,
                  parse_fn=None, composite: CompositeConfig | None = None,
-                 strength: float = 1.0) -> None:
+                 strength: float = 1.0, grey_size: int | None = None) -> None:
         self.restore_fn = restore_fn
         self.parse_fn = parse_fn  # restored crops -> (N, S, S) face masks (FaceParser), or None
         self.warp_device = warp_device
         self.face_path = None
         if warp_device is not None and composite is not None:
-            self.face_path = FacePath(composite, size, strength, warp_device)
+            self.face_path = FacePath(composite, size, strength, warp_device, grey_size)
         self.size = size
         self.batch_faces = max(1, batch_faces)
         self.lookahead = 4 * self.batch_faces
@@ -93,16 +94,17 @@ class RestoreStage:
             batch = torch.cat(crops)
         restored = self.restore_fn(batch)
         masks = self.parse_fn(restored) if self.parse_fn else [None] * len(jobs)
+        greys = [None] * len(jobs)
         if self.face_path is not None:
-            patches = self.face_path(batch, restored, masks, jobs)
+            patches, greys = self.face_path(batch, restored, masks, jobs)
         else:
             if self.warp_device is not None:
                 batch = batch.cpu().numpy()  # the compositor blends with the source crop
             patches = [None] * len(jobs)
-        for (frame, face, m), crop, out, mask, patch in zip(jobs, batch, restored, masks,
-                                                            patches):
+        for (frame, face, m), crop, out, mask, patch, grey in zip(jobs, batch, restored, masks,
+                                                                  patches, greys):
             frame.restored.append(RestoredFace(face.track_id, m, crop, out, mask, face.weight,
-                                               patch))
+                                               patch, grey))
         return frames
 
     def _warp_on_device(self, image8: np.ndarray, matrices: list[np.ndarray]):
@@ -135,15 +137,18 @@ class FacePath:
     averaging), colour-match and blend there, and warp face and alpha into a patch over the
     face's bounding box in the frame (after --upscale). Matches compositor.face_patch (OpenCV)
     within rounding. On CUDA the patches come back through pinned memory on a copy stream of
-    their own, with one wait per batch, not per face."""
+    their own, with one wait per batch, not per face; so do the quality figures' small greys
+    of each crop and restored face (grey_size), so nothing else waits on the GPU."""
 
-    def __init__(self, cfg: CompositeConfig, size: int, strength: float, device) -> None:
+    def __init__(self, cfg: CompositeConfig, size: int, strength: float, device,
+                 grey_size: int | None = None) -> None:
         import torch
 
         self.cfg = cfg
         self.size = size
         self.strength = strength
         self.device = torch.device(device)
+        self.grey_size = grey_size if grey_size and size % grey_size == 0 else None
         self.mask = torch.from_numpy(align.face_mask(size, cfg.mask_feather)).to(self.device)
         self._area: dict[tuple[int, int], object] = {}  # (src, dst) -> (dst, src) weights
         cuda = self.device.type == "cuda"
@@ -152,7 +157,8 @@ class FacePath:
     def __call__(self, crops, restored, masks, jobs) -> list:
         """crops, restored: (N, S, S, 3) uint8 tensors (or numpy); masks: (N, S, S) or Nones;
         jobs: (frame, TrackedFace, matrix) per face. Returns per face the patch tuple of
-        RestoredFace.patch, or None where nothing is pasted."""
+        RestoredFace.patch, or None where nothing is pasted, and per face the pair of
+        RestoredFace.greys (Nones without grey_size)."""
         import torch
 
         with torch.inference_mode():
@@ -171,7 +177,14 @@ class FacePath:
                 face_px, alpha = self.patch(place, crops[k], restored[k], mask, strength)
                 out.append((place.x0, place.y0, face_px, alpha))
                 pending.append(len(out) - 1)
-            return self._to_host(out, pending)
+            greys = None
+            if self.grey_size is not None:
+                greys = align.grey_small_torch(torch.cat([crops, restored]), self.grey_size)
+            patches, greys = self._to_host(out, pending, greys)
+            n = len(jobs)
+            if greys is None:
+                return patches, [None] * n
+            return patches, [(greys[k], greys[n + k]) for k in range(n)]
 
     def patch(self, place: align.Placement, crop, restored, mask, strength: float):
         """One face: crop, restored (S, S, 3) uint8 tensors, mask (S, S) float32 tensor ->
@@ -214,14 +227,17 @@ class FacePath:
             return x.to(self.device)
         return to_device(np.asarray(x), self.device)
 
-    def _to_host(self, out: list, pending: list[int]) -> list:
-        """The patches as numpy arrays: on CUDA copied on the copy stream into pinned memory,
-        all waited for once."""
+    def _to_host(self, out: list, pending: list[int],
+                 greys=None) -> tuple[list, np.ndarray | None]:
+        """The patches as numpy arrays, and `greys` (a tensor, or None) as one: on CUDA copied
+        on the copy stream into pinned memory, all waited for once."""
         import torch
 
         if self._copy_stream is None:
-            return [None if p is None else (p[0], p[1], p[2].contiguous().numpy(),
-                                            p[3].contiguous().numpy()) for p in out]
+            return ([None if p is None else (p[0], p[1], p[2].contiguous().numpy(),
+                                             p[3].contiguous().numpy()) for p in out],
+                    None if greys is None else greys.numpy())
+        host_greys = None
         stream = self._copy_stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -234,5 +250,10 @@ class FacePath:
                     t.record_stream(stream)  # keep its memory until the copy is done
                     host.append(pinned)
                 out[k] = (x0, y0, host[0], host[1])
+            if greys is not None:
+                host_greys = torch.empty(greys.shape, dtype=greys.dtype, pin_memory=True)
+                host_greys.copy_(greys, non_blocking=True)
+                greys.record_stream(stream)
         stream.synchronize()  # one wait per batch
-        return [None if p is None else (p[0], p[1], p[2].numpy(), p[3].numpy()) for p in out]
+        return ([None if p is None else (p[0], p[1], p[2].numpy(), p[3].numpy()) for p in out],
+                None if host_greys is None else host_greys.numpy())

@@ -167,7 +167,7 @@ def test_strength_0_leaves_the_frame_as_decoded():
 
 
 def frames_through(warp_device, composite: CompositeConfig, parse_fn=None, strength=0.8,
-                   size=256):
+                   size=256, grey_size=None, compositor=True):
     """The first FRAMES frames of a real clip after the restore stages, with the face path run
     by OpenCV (warp_device None) or by torch on `warp_device`, and a restorer that tints and
     sharpens (so colour match, strength and warp all show)."""
@@ -182,8 +182,10 @@ def frames_through(warp_device, composite: CompositeConfig, parse_fn=None, stren
     det = YuNetDetector(shared_file("weights", "face_detection_yunet_2026may.onnx"),
                         DetectConfig())
     chain = [Tracker(TrackConfig()),
-             RestoreStage(restore, size, 4, warp_device, parse_fn, composite, strength),
-             Compositor(composite, size, strength)]
+             RestoreStage(restore, size, 4, warp_device, parse_fn, composite, strength,
+                          grey_size)]
+    if compositor:
+        chain.append(Compositor(composite, size, strength))
 
     def detected(dec):
         for frame in dec.frames():
@@ -216,6 +218,27 @@ def test_the_torch_face_path_gives_the_pixels_of_the_opencv_path(composite, pars
     parse_fn = parsed_masks if parse else None
     assert_same_pixels(frames_through(None, composite, parse_fn),
                        frames_through(torch.device("cpu"), composite, parse_fn))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_face_path_brings_back_the_quality_figures_greys(device):
+    # a GPU run hands the quality stage these small greys, not the crops: reading a crop back
+    # would wait for whatever the GPU has queued after it (the next GPEN batch)
+    import torch
+
+    from gpenvideo.quality import QUALITY_SIZE, grey_small
+
+    frames = frames_through(torch.device(device), CompositeConfig(), grey_size=QUALITY_SIZE,
+                            compositor=False)
+    faces = [r for f in frames for r in f.restored]
+    assert len(faces) == FRAMES
+    for r in faces:
+        crop, out = (np.asarray(x.cpu()) for x in (r.crop, r.restored))
+        assert all(isinstance(g, np.ndarray) and g.shape == (QUALITY_SIZE, QUALITY_SIZE)
+                   for g in r.greys)
+        np.testing.assert_allclose(r.greys[0], grey_small(crop), atol=1e-3)
+        np.testing.assert_allclose(r.greys[1], grey_small(out), atol=1e-3)
+        assert np.abs(r.greys[0] - r.greys[1]).mean() > 5  # the restorer's tint shows
 
 
 @pytest.mark.gpu
