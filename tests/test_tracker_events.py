@@ -267,19 +267,26 @@ def test_restoration_fades_across_a_long_gap_and_not_a_short_one(clips, detector
     assert np.all(weight[:15] == 1.0) and np.all(weight[33:] == 1.0)  # the one-frame miss too
 
 
-def test_one_frame_film_restores_its_face_through_the_cli(tmp_path, clips):
+def restore_through_cli(tmp_path, images: list[np.ndarray]
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`images` as a clip restored by `gpenvideo restore` with the tiny GPEN, losslessly:
+    (the clip's frames, the output's frames), decoded."""
     from clips import make_clip
 
     from gpenvideo.cli import main
 
-    image = clips[KATIE][0]
-    clip = make_clip(tmp_path / "one.mp4", frames=1, size=(SIZE, SIZE), image_fn=lambda i: image)
+    clip = make_clip(tmp_path / "in.mp4", frames=len(images), size=(SIZE, SIZE),
+                     image_fn=lambda i: images[i])
     out = tmp_path / "out.mp4"
     assert main(["restore", str(clip), "-o", str(out), "--weights", str(tiny_gpen(tmp_path)),
                  "--weights-dir", str(SHARED / "weights"), "--crf", "0", "--quiet"]) == 0
     with av.open(str(clip)) as a, av.open(str(out)) as b:
-        before = [f.to_ndarray(format="bgr24") for f in a.decode(video=0)]
-        after = [f.to_ndarray(format="bgr24") for f in b.decode(video=0)]
+        return ([f.to_ndarray(format="bgr24") for f in a.decode(video=0)],
+                [f.to_ndarray(format="bgr24") for f in b.decode(video=0)])
+
+
+def test_one_frame_film_restores_its_face_through_the_cli(tmp_path, clips):
+    before, after = restore_through_cli(tmp_path, clips[KATIE][:1])
     assert len(before) == len(after) == 1
     x1, y1, x2, y2 = (int(v) for v in FACE_BOX)
     change = np.abs(after[0].astype(int) - before[0].astype(int))
@@ -324,20 +331,9 @@ def test_a_face_filled_in_across_a_blank_frame_is_left_alone_and_a_flash_is_not(
 
 
 def test_a_blank_frame_inside_a_track_stays_as_decoded_through_the_cli(tmp_path, clips):
-    from clips import make_clip
-
-    from gpenvideo.cli import main
-
-    frames = clips[KATIE][:10]
     white = 5
-    clip = make_clip(tmp_path / "flash.mp4", frames=10, size=(SIZE, SIZE),
-                     image_fn=lambda i: np.full_like(frames[i], 255) if i == white else frames[i])
-    out = tmp_path / "out.mp4"
-    assert main(["restore", str(clip), "-o", str(out), "--weights", str(tiny_gpen(tmp_path)),
-                 "--weights-dir", str(SHARED / "weights"), "--crf", "0", "--quiet"]) == 0
-    with av.open(str(clip)) as a, av.open(str(out)) as b:
-        before = [f.to_ndarray(format="bgr24") for f in a.decode(video=0)]
-        after = [f.to_ndarray(format="bgr24") for f in b.decode(video=0)]
+    images = [np.full_like(f, 255) if i == white else f for i, f in enumerate(clips[KATIE][:10])]
+    before, after = restore_through_cli(tmp_path, images)
     assert len(before) == len(after) == 10
     np.testing.assert_array_equal(after[white], before[white])  # bit for bit, no ghost face
     x1, y1, x2, y2 = (int(v) for v in FACE_BOX)
