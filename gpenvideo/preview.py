@@ -11,6 +11,10 @@ Moments: --at gives their times; otherwise `count` spread over the film, each at
 context after the keyframe nearest its slot (no frame is decoded for nothing); a moment whose
 frame shows no face is moved within its slot (up to PROBES tries).
 
+A short film, whose windows would overlap (it has no more frames than the windows together), is
+decoded once from start to end instead, every moment marked in that one pass (PickMoments), so
+no frame is decoded twice and the full-run estimate is measured on the film itself.
+
 The contact sheet has one row per moment: its time, the whole frame before and after (one
 "after" per strength), and each face enlarged, before | after, with its track id beside it.
 """
@@ -228,32 +232,87 @@ def preview(source: str | Path, output: str | Path | None = None,
             for frame in engine.run_chain(frames, chain[:-1]):
                 if frame.emit:
                     emitted.append((frame, frame.image.copy()))
+        if not emitted:
+            _count_frame_stages(timings)
+            return None
+        moment = finish(chain, timings, emitted, [emitted[0]],
+                        emitted if clip_frames else [])[0]
+        return moment
+
+    def _count_frame_stages(timings: dict[str, float]) -> None:
         nonlocal frame_seconds
         frame_seconds += sum(timings.get(n, 0.0) for n in FRAME_STAGES)
-        if not emitted:
-            return None
-        first, before = emitted[0]
-        moment = Moment(seconds=float(first.pts * info.time_base), before=to_uint8(before),
-                        after=[], faces=list(first.faces),
-                        restored_ids={r.track_id for r in first.restored})
-        for s in result.strengths:
-            comp = copy.copy(compositor)
-            comp.strength = s
-            start = time.perf_counter()
-            moment.after.append(to_uint8(_composited(comp, first)))
-            timings["composite"] = timings.get("composite", 0.0) + time.perf_counter() - start
-        if first.restored:  # restoring (every frame written), pasting (the moment's, per strength)
+
+    def finish(chain: list[_Timed], timings: dict[str, float],
+               emitted: list[tuple[Frame, np.ndarray]], chosen: list[tuple[Frame, np.ndarray]],
+               clip_frames: list[tuple[Frame, np.ndarray]]) -> list[Moment]:
+        """The moments of one decoded run (`chosen` of its `emitted` frames, each pasted
+        once per strength), its costs added up, and the clip written from `clip_frames`."""
+        _count_frame_stages(timings)
+        compositor = chain[-1].stage
+        moments = []
+        for first, before in chosen:
+            moment = Moment(seconds=float(first.pts * info.time_base), before=to_uint8(before),
+                            after=[], faces=list(first.faces),
+                            restored_ids={r.track_id for r in first.restored})
+            for s in result.strengths:
+                comp = copy.copy(compositor)
+                comp.strength = s
+                start = time.perf_counter()
+                moment.after.append(to_uint8(_composited(comp, first)))
+                timings["composite"] = timings.get("composite", 0.0) + time.perf_counter() - start
+            moments.append(moment)
+        pasted = len(result.strengths) * len(chosen)
+        if any(first.restored for first, _ in chosen):  # restoring (every frame written),
+            # pasting (the moments', per strength)
             restoring = sum(v for n, v in timings.items() if n not in FRAME_STAGES + ("composite",))
-            face_costs.append(restoring / len(emitted)
-                              + timings["composite"] / len(result.strengths))
+            face_costs.append(restoring / len(emitted) + timings["composite"] / pasted)
         if clip_frames:
             result.per_track = chain[-2].stage.track_rows() if hasattr(
                 chain[-2].stage, "track_rows") else []
-            _write_clip(clip_path, info, emitted, compositor, result.strengths[0], cfg.encode)
-            counters["clip_moment"] = moment
-        return moment
+            _write_clip(clip_path, info, clip_frames, compositor, result.strengths[0],
+                        cfg.encode)
+            counters["clip_moment"] = moments[0]
+        return moments
 
-    if at:
+    def run_pass(slots: list[list[int]] | None, clip_frames: int) -> list[Moment]:
+        """The whole film decoded once, the moments marked in passing: with `slots` (frame
+        indices to try per moment, see PickMoments) the first of each slot's with a face, else
+        the frame at or after each --at time."""
+        timings: dict[str, float] = {}
+        chain = [_Timed(stage, timings) for stage in factory(info)]
+        result.strengths = strengths or [chain[-1].stage.strength]
+        picker = PickMoments(slots or [], clip_frames)
+        names = [t.name for t in chain]
+        at_restore = names.index("restore") if "restore" in names else len(chain) - 1
+        stages_run = chain[:at_restore] + ([picker] if slots else []) + chain[at_restore:-1]
+        result.windows += 1
+        emitted: list[tuple[Frame, np.ndarray]] = []
+        with Decoder(source, cfg.decode) as decoder:
+            frames = _whole_film(decoder, None if slots else at, clip_frames, result, counters,
+                                 picker.picked)
+            for frame in engine.run_chain(frames, stages_run):
+                if frame.emit:
+                    emitted.append((frame, frame.image.copy()))
+        picked = sorted(set(picker.picked))
+        chosen = [e for e in emitted if e[0].index in picked]
+        if not chosen:
+            _count_frame_stages(timings)
+            return []
+        first = chosen[0][0].index
+        clip = [e for e in emitted if first <= e[0].index < first + clip_frames]
+        return finish(chain, timings, emitted, chosen, clip)
+
+    total = info.frames or round(duration * fps)
+    wanted = len(at) if at else count
+    if total and total <= wanted * (2 * context + 1) + _clip_frames(clip, fps):
+        # a short film: its windows would overlap; decode it once
+        slots = None if at else moment_slots(total, count)
+        result.moments = run_pass(slots, _clip_frames(clip, fps))
+        for moment in result.moments:
+            if not moment.faces and not at:
+                result.notes.append(f"no face found near {clock(moment.seconds)}")
+    elif at:
         for i, t in enumerate(at):
             moment = run_window(t, True, _clip_frames(clip, fps) if i == 0 else 0)
             if moment is not None:
@@ -281,6 +340,9 @@ def preview(source: str | Path, output: str | Path | None = None,
             result.moments.append(chosen)
     if not result.moments:
         raise InputError(f"{source}: no frame could be decoded at the moments asked for")
+    if not at and len(result.moments) < count:
+        why = f"it has {total} frames" if total < count else "too few keyframes for more"
+        result.notes.append(f"{len(result.moments)} moments, not {count}: {why}")
     result.moments.sort(key=lambda m: m.seconds)
     if film_ids is not None:
         result.notes += unseen_track_notes(cfg, [{"track": i} for i in film_ids.ids])
@@ -359,6 +421,100 @@ def load_track_index(path: Path, info: VideoInfo) -> TrackIndex:
                          "run gpenvideo track on this film")
     fps = float(info.frame_rate) if info.frame_rate else 25.0
     return TrackIndex(frames, 500.0 / fps)
+
+
+def moment_slots(total: int, count: int) -> list[list[int]]:
+    """Per moment of a film of `total` frames decoded once, the frame indices to try in
+    order (as the windows probe: the slot's middle, then either side); slots that would
+    repeat an earlier slot's frames are left out (more moments than frames)."""
+    slot = total / count
+    slots, used = [], set()
+    for i in range(count):
+        tries = []
+        for offset in PROBE_OFFSETS[:PROBES]:
+            k = min(total - 1, max(0, int(slot * (i + 0.5 + offset))))
+            if k not in tries and k not in used:
+                tries.append(k)
+        if tries:
+            slots.append(tries)
+            used.update(tries)
+    return slots
+
+
+class PickMoments:
+    """A stage just before the restorer in the one pass over a short film: marks the frames
+    to write (Frame.emit), so GPEN runs on those alone. For each slot (frame indices in the
+    order tried) the frames are held until its last try has arrived; the first try whose
+    frame has a tracked face is the moment, else the first try. From the first moment on,
+    `clip_frames` frames are written for the clip. `picked` lists the moments' indices."""
+
+    name = "pick"
+    context = 0
+
+    def __init__(self, slots: list[list[int]], clip_frames: int) -> None:
+        self.slots = slots
+        self.clip_frames = clip_frames
+        self.picked: list[int] = []  # frame index of each moment, in slot order
+        self._held: list[Frame] = []  # frames from the current slot's earliest try on
+        self._slot = 0  # the slot not decided yet
+
+    def process(self, frame: Frame) -> list[Frame]:
+        frame.emit = False
+        self._held.append(frame)
+        return self._release(final=False)
+
+    def flush(self) -> list[Frame]:
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> list[Frame]:
+        while self._slot < len(self.slots):
+            tries = self.slots[self._slot]
+            if not final and (not self._held or self._held[-1].index < max(tries)):
+                break
+            held = {f.index: f for f in self._held}
+            present = [i for i in tries if i in held]
+            if present:
+                pick = next((i for i in present if held[i].faces), present[0])
+                held[pick].emit = True
+                self.picked.append(pick)
+            self._slot += 1
+        bound = min(self.slots[self._slot]) if self._slot < len(self.slots) else None
+        out = []
+        while self._held and (final or bound is None or self._held[0].index < bound):
+            frame = self._held.pop(0)
+            first = self.picked[0] if self.picked else None
+            if first is not None and first <= frame.index < first + self.clip_frames:
+                frame.emit = True
+            out.append(frame)
+        return out
+
+
+def _whole_film(decoder: Decoder, at: list[float] | None, clip_frames: int,
+                result: PreviewResult, counters: dict, picked: list[int]) -> Iterator[Frame]:
+    """Every frame of the film, numbered from 0. With `at`, the first frame at or after each
+    time is written (its index added to `picked`), and `clip_frames` frames from the first of
+    them; without, nothing is marked here (PickMoments does it)."""
+    info = decoder.info
+    pending = sorted(round(t / info.time_base) for t in at) if at else []
+    first = None
+    clock_start = time.perf_counter()
+    for index, frame in enumerate(decoder.frames()):
+        result.decoded += 1
+        counters["decode"] += time.perf_counter() - clock_start
+        counters["frames"] += 1
+        frame.index = index
+        frame.emit = False
+        if at is not None:
+            hit = False
+            while pending and frame.pts >= pending[0]:
+                pending.pop(0)
+                hit = True
+            if hit:
+                picked.append(index)
+                first = index if first is None else first
+            frame.emit = hit or (first is not None and index < first + clip_frames)
+        yield frame
+        clock_start = time.perf_counter()
 
 
 def _clip_frames(clip: float, fps: float) -> int:

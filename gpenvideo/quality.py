@@ -18,6 +18,11 @@ downscaled to QUALITY_SIZE pixels (cheap next to GPEN):
 - flicker: the frame-to-frame change of the restored face over that of the source face, both
   in aligned space with the previous frame shifted by the measured motion first. 1: the
   restoration changes as much as the source does; above 1 it adds flicker; below 1 it steadies.
+
+A frame pair whose phase correlation is unsure (its peak response under MIN_RESPONSE: one of
+the crops shows no face, as in a blown-out flash or a black frame, or a broken picture) says
+nothing about the face's motion and is left out of both figures; so is a face not pasted
+(weight 0: the frame is written as decoded), which counts as not restored.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ QUALITY_SIZE = 64  # side of the downscaled aligned crops the figures are measur
 TEMPLATE_EYES = float(np.linalg.norm(align.template(QUALITY_SIZE)[1]
                                      - align.template(QUALITY_SIZE)[0]))
 FLICKER_FLOOR = 0.25  # grey levels: the least source change a track's flicker is divided by
+MIN_RESPONSE = 0.3  # phase correlation peak (0..1) under which a pair's shift is not trusted:
+# consecutive crops of a face give 0.9 or more, a blank crop against a face about 0
 TRACK_FIELDS = ["track", "first", "last", "frames", "frames_restored", "face_size", "motion",
                 "flicker"]
 
@@ -180,17 +187,20 @@ class TrackLedger:
             own = grey_small(align.warp(frame.image, crop_matrix(face), QUALITY_SIZE))
             following = fig.prev_index == frame.index - 1
             if following and fig.prev_src is not None:
-                shift, _ = align.phase_shift(fig.prev_src, own, self._window)
-                fig.motion.append(float(np.hypot(*shift)) / TEMPLATE_EYES)
+                shift, response = align.phase_shift(fig.prev_src, own, self._window)
+                if response >= MIN_RESPONSE:
+                    fig.motion.append(float(np.hypot(*shift)) / TEMPLATE_EYES)
             fig.prev_src, fig.prev_index = own, frame.index
             out = restored.get(face.track_id)
-            if out is None:
+            if out is None or out.weight <= 0:  # left alone, or not pasted: as decoded
                 fig.prev_pair = None
                 continue
             fig.restored += 1
             pair = out.greys or (grey_small(out.crop), grey_small(out.restored))
+            shift, response = (0.0, 0.0), 0.0
             if following and fig.prev_pair is not None:
-                shift, _ = align.phase_shift(fig.prev_pair[0], pair[0], self._window)
+                shift, response = align.phase_shift(fig.prev_pair[0], pair[0], self._window)
+            if response >= MIN_RESPONSE:
                 fig.change_src += self._change(fig.prev_pair[0], pair[0], shift)
                 fig.change_out += self._change(fig.prev_pair[1], pair[1], shift)
                 fig.pairs += 1

@@ -20,7 +20,10 @@ Each face carries a weight, the share of the restoration it gets: 1 where the fa
 smooth ramp over `ramp_frames` frames down to 0 where a track starts or ends (except at the film's
 ends and at scene cuts, where the picture changes anyway) and deep inside a gap of filled-in
 frames (more than `hold_frames` from a detection), so the restoration fades in and out. A face
-filled in across a glitch frame gets 0 there alone (the broken picture may have moved it).
+filled in across a glitch frame gets 0 there alone (the broken picture may have moved it), and so
+does a face filled in where its box holds no face to restore: a blown-out flash, a black frame
+(its contrast against that of the track's detections around it: BLANK_CONTRAST, FULL_CONTRAST;
+a flash that only brightens the face keeps its contrast and is restored in full).
 
 Each track's landmarks are smoothed by a centered (zero-phase), motion-adaptive low-pass filter
 over a window of past and future frames, so the tracker holds back `lookahead` frames before it
@@ -56,6 +59,9 @@ SHAPE_TOLERANCE = 0.1  # eye distances: a detection whose 5 points, fitted by a 
 SCALE_TOLERANCE = 1.4  # a detection this much larger or smaller than the track's is set aside
 SET_ASIDE_FRAMES = 3  # frames after its last kept detection in which a track sets detections
 # aside; past them the face has really changed (a fast turn) and its detections are kept again
+BLANK_CONTRAST = 0.1  # a filled-in face whose box has less than this share of the contrast
+# (grey level spread) of the track's detections around it shows no face: weight 0 there
+FULL_CONTRAST = 0.3  # from this share on it is restored in full; in between its weight eases
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -236,6 +242,8 @@ class _Track:
     last: int = 0  # frame index of the last detection
     best: float = 0.0  # highest detection score
     face: np.ndarray | None = None  # face thumbnail at the last detection (see face_thumbnail)
+    contrast: dict[int, float] = field(default_factory=dict)  # frame index -> grey level spread
+    # of the face thumbnail at each detection (see Tracker._content)
     cut_at: int | None = None  # first frame after a scene cut the track has not got over yet
     shape_from: int = 0  # detections from this frame on give the face's shape (see keeps)
     hard_end: bool = False  # ended by a scene cut right after its last detection: no fade-out
@@ -397,6 +405,8 @@ class Tracker:
         track.hits += 1
         track.best = max(track.best, float(det.score))
         track.face = face_thumbnail(image, det.box)
+        if track.face is not None:
+            track.contrast[index] = float(track.face.std())
         if not track.confirmed and track.hits >= self.cfg.min_hits:
             self._confirm(track)
 
@@ -405,7 +415,8 @@ class Tracker:
         self.tracks_confirmed += 1
 
     # -- output --------------------------------------------------------------------------
-    def _faces_at(self, index: int) -> list[TrackedFace]:
+    def _faces_at(self, index: int, image: np.ndarray) -> list[TrackedFace]:
+        """The faces of frame `index` (its picture `image`, (H, W, 3))."""
         half = self.cfg.smoothing_window // 2
         faces = []
         for track in self._all:
@@ -421,7 +432,8 @@ class Tracker:
                 track_id=track.id, box=at.box.astype(np.float32),
                 raw=None if det is None else det.landmarks.astype(np.float32),
                 smoothed=smoothed[index - lo].astype(np.float32), score=at.score,
-                weight=self._weight(track, index)))
+                weight=self._weight(track, index) * self._content(track, index, at.box,
+                                                                  image)))
         if self.cfg.max_faces:
             # the largest faces that are restored at all (weight above 0) first
             faces.sort(key=lambda f: (f.weight <= 0,
@@ -440,6 +452,23 @@ class Tracker:
             if not (self._shown(track, index - d) and self._shown(track, index + d)):
                 return ease(d / (ramp + 1))
         return 1.0
+
+    def _content(self, track: _Track, index: int, box: np.ndarray, image: np.ndarray) -> float:
+        """0..1: how much face there is to restore in `box`, at `index` of `image`. 1 where
+        the face is detected; where it is filled in, a smooth step of its thumbnail's contrast
+        over that of the track's detections around it, from BLANK_CONTRAST (0: a blown-out
+        flash or a black frame, where GPEN would paste a face onto nothing) to FULL_CONTRAST."""
+        if index in track.obs:
+            return 1.0
+        near = sorted(track.contrast, key=lambda i: abs(i - index))[:2 * PREDICT_FRAMES]
+        face = face_thumbnail(image, box)
+        if not near or face is None:
+            return 1.0
+        typical = float(np.median([track.contrast[i] for i in near]))
+        if typical < BLANK_STD:
+            return 1.0  # the track's own face is that flat: nothing to compare with
+        share = float(face.std()) / typical
+        return ease((share - BLANK_CONTRAST) / (FULL_CONTRAST - BLANK_CONTRAST))
 
     def _shown(self, track: _Track, index: int) -> bool:
         """Whether the track's face counts as shown at `index` for the ramp: detected, filled
@@ -470,7 +499,7 @@ class Tracker:
                          score=(1 - w) * a.score + w * b.score)
 
     def _release(self, frame: Frame) -> Frame:
-        frame.faces = self._faces_at(frame.index)
+        frame.faces = self._faces_at(frame.index, frame.image)
         self.faces_tracked += len(frame.faces)
         # forget what no later frame can need
         reach = max(self.cfg.smoothing_window // 2, self.cfg.ramp_frames)
@@ -481,6 +510,7 @@ class Tracker:
             for i in [i for i in track.obs if i < horizon]:
                 if len(track.obs) > 2 and i != track.first:
                     del track.obs[i]
+                    track.contrast.pop(i, None)
         return frame
 
     def _judge(self) -> None:

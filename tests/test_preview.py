@@ -222,3 +222,34 @@ def test_cli_preview_with_a_small_gpen_writes_the_sheet_and_a_side_by_side_clip(
     assert np.abs(right - left).mean() > 3  # after: the face restored
     printed = capsys.readouterr().out
     assert "a full restore" in printed and "flicker" in printed
+
+
+def test_a_short_film_is_decoded_once_with_every_moment_marked(tmp_path, yunet):
+    # 200 frames, 4 moments: the windows (2 * CONTEXT + 1 frames each) would overlap; the film
+    # is decoded once and each slot of 50 frames gets its moment, a frame with a face
+    clip = shared_file("media", "sadtalker_WDA_KatieHill_000.mp4")
+    assert 200 <= 4 * (2 * CONTEXT + 1)
+    result = pv.preview(clip, tmp_path / "s.png", count=4, stages=stages(yunet))
+    assert result.windows == 1 and result.decoded == 200
+    assert len(result.moments) == 4 and not result.notes
+    assert all(len(m.faces) == 1 and m.restored_ids for m in result.moments)
+    assert [int(m.seconds // 2) for m in result.moments] == [0, 1, 2, 3]  # one per 2 s slot
+    assert result.estimate > 0
+
+
+def test_a_short_film_without_faces_gets_every_moment_asked_for_and_a_clip(tmp_path):
+    clip = make_clip(tmp_path / "short.mp4", seconds=3, size=(96, 64))  # 75 frames, one GOP
+    result = pv.preview(clip, tmp_path / "s.png", count=2, clip=0.4, stages=stages(NoFaces()))
+    assert result.windows == 1 and result.decoded == 75
+    assert len(result.moments) == 2 and result.moments[0].seconds < 1.5 <= result.moments[1].seconds
+    assert len([n for n in result.notes if "no face" in n]) == 2
+    with av.open(str(result.clip)) as c:
+        assert len(list(c.decode(video=0))) == 10  # 0.4 s from the first moment
+    # exact times, once: each moment the frame at its time
+    result = pv.preview(clip, tmp_path / "t.png", at=[0.52, 2.0], stages=stages(NoFaces()))
+    assert result.decoded == 75 and [m.seconds for m in result.moments] == [0.52, 2.0]
+    # more moments than frames: as many as there are frames, and a line saying why
+    tiny = make_clip(tmp_path / "three.mp4", frames=3, size=(96, 64))
+    result = pv.preview(tiny, tmp_path / "u.png", count=5, stages=stages(NoFaces()))
+    assert len(result.moments) == 3 and result.decoded == 3
+    assert any("3 moments, not 5" in n for n in result.notes)

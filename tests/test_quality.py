@@ -68,16 +68,38 @@ def test_flicker_is_1_for_a_restorer_returning_its_input(talking_head):
     assert 0 <= row["motion"] < 0.1  # the smoothed crop holds the face still
 
 
-def test_flicker_is_well_above_1_for_a_restorer_adding_frame_to_frame_noise(talking_head):
-    rng = np.random.default_rng(0)
+def test_a_white_flash_frame_changes_neither_motion_nor_flicker(talking_head):
+    # frame 15 blown out to pure white: the detector sees no face there, the tracker fills it
+    # in; the crop shows nothing, so its pairs say nothing about the face's motion (phase
+    # correlation guesses a shift of tens of pixels) and it is not pasted
+    clean = figures(talking_head, lambda crops: np.array(crops, copy=True))
+    flashed = list(talking_head)
+    pts, image, _ = flashed[15]
+    flashed[15] = (pts, np.full_like(image, 255), [])
+    row = figures(flashed, lambda crops: np.array(crops, copy=True))
+    assert row["motion"] == pytest.approx(clean["motion"], rel=0.25)
+    assert row["flicker"] == pytest.approx(1.0, abs=0.02)
+    assert row["frames"] == FRAMES and row["frames_restored"] == FRAMES - 1  # not pasted
+    # a restorer adding flicker: the white frame's huge change does not water it down
+    noisy = figures(talking_head, noisy_restorer(0))["flicker"]
+    assert figures(flashed, noisy_restorer(0))["flicker"] == pytest.approx(noisy, rel=0.1)
 
-    def noisy(crops):  # blotchy grey changes from frame to frame, as a GAN's flicker looks
+
+def noisy_restorer(seed: int):
+    """A restorer adding blotchy grey changes from frame to frame, as a GAN's flicker looks."""
+    rng = np.random.default_rng(seed)
+
+    def noisy(crops):
         crops = np.asarray(crops, np.float32)
         noise = [cv2.resize(rng.normal(0, 10, (16, 16)).astype(np.float32), crops.shape[1:3],
                             interpolation=cv2.INTER_CUBIC) for _ in crops]
         return np.clip(crops + np.array(noise)[..., None], 0, 255).astype(np.uint8)
 
-    assert figures(talking_head, noisy)["flicker"] > 1.5
+    return noisy
+
+
+def test_flicker_is_well_above_1_for_a_restorer_adding_frame_to_frame_noise(talking_head):
+    assert figures(talking_head, noisy_restorer(0))["flicker"] > 1.5
 
 
 def test_flicker_is_below_1_for_a_restorer_that_steadies_the_face(talking_head):

@@ -267,19 +267,26 @@ def test_restoration_fades_across_a_long_gap_and_not_a_short_one(clips, detector
     assert np.all(weight[:15] == 1.0) and np.all(weight[33:] == 1.0)  # the one-frame miss too
 
 
-def test_one_frame_film_restores_its_face_through_the_cli(tmp_path, clips):
+def restore_through_cli(tmp_path, images: list[np.ndarray]
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`images` as a clip restored by `gpenvideo restore` with the tiny GPEN, losslessly:
+    (the clip's frames, the output's frames), decoded."""
     from clips import make_clip
 
     from gpenvideo.cli import main
 
-    image = clips[KATIE][0]
-    clip = make_clip(tmp_path / "one.mp4", frames=1, size=(SIZE, SIZE), image_fn=lambda i: image)
+    clip = make_clip(tmp_path / "in.mp4", frames=len(images), size=(SIZE, SIZE),
+                     image_fn=lambda i: images[i])
     out = tmp_path / "out.mp4"
     assert main(["restore", str(clip), "-o", str(out), "--weights", str(tiny_gpen(tmp_path)),
                  "--weights-dir", str(SHARED / "weights"), "--crf", "0", "--quiet"]) == 0
     with av.open(str(clip)) as a, av.open(str(out)) as b:
-        before = [f.to_ndarray(format="bgr24") for f in a.decode(video=0)]
-        after = [f.to_ndarray(format="bgr24") for f in b.decode(video=0)]
+        return ([f.to_ndarray(format="bgr24") for f in a.decode(video=0)],
+                [f.to_ndarray(format="bgr24") for f in b.decode(video=0)])
+
+
+def test_one_frame_film_restores_its_face_through_the_cli(tmp_path, clips):
+    before, after = restore_through_cli(tmp_path, clips[KATIE][:1])
     assert len(before) == len(after) == 1
     x1, y1, x2, y2 = (int(v) for v in FACE_BOX)
     change = np.abs(after[0].astype(int) - before[0].astype(int))
@@ -302,3 +309,34 @@ def test_a_face_that_changes_shape_for_good_is_followed_after_a_few_frames():
     assert all(len(f.faces) == 1 for f in out) and len({f.faces[0].track_id for f in out}) == 1
     kept = [f.index for f in out if f.faces[0].raw is not None]
     assert kept == [*range(20), *range(20 + 3, 50)]  # three set aside, then the new shape
+
+
+def test_a_face_filled_in_across_a_blank_frame_is_left_alone_and_a_flash_is_not(clips, detector):
+    # frame 12 is blown out to pure white and 24 is black: no face to restore there (GPEN fed
+    # a blank crop would paste a face onto nothing); at 18 a flash only brightens the face
+    # and the detector happens to lose it: it is restored as usual
+    images = [f.copy() for f in clips[KATIE][:36]]
+    images[12] = np.full_like(images[12], 255)
+    images[18] = gain(images[18], 1.6)
+    images[24] = np.zeros_like(images[24])
+    dets = detect(detector, images)
+    assert not dets[12] and not dets[24]
+    dets[18] = []
+    out = track(images, dets)
+    assert all(len(f.faces) == 1 for f in out) and len({f.faces[0].track_id for f in out}) == 1
+    weight = np.array([f.faces[0].weight for f in out])
+    assert weight[12] == 0.0 and weight[24] == 0.0
+    others = [i for i in range(36) if i not in (12, 24)]
+    assert np.all(weight[others] == 1.0)  # the flash (18) too, and no ramp round the blanks
+
+
+def test_a_blank_frame_inside_a_track_stays_as_decoded_through_the_cli(tmp_path, clips):
+    white = 5
+    images = [np.full_like(f, 255) if i == white else f for i, f in enumerate(clips[KATIE][:10])]
+    before, after = restore_through_cli(tmp_path, images)
+    assert len(before) == len(after) == 10
+    np.testing.assert_array_equal(after[white], before[white])  # bit for bit, no ghost face
+    x1, y1, x2, y2 = (int(v) for v in FACE_BOX)
+    for i in (white - 1, white + 1):  # the faces beside it are restored
+        change = np.abs(after[i].astype(int) - before[i].astype(int))
+        assert change[y1 + 20:y2 - 20, x1 + 20:x2 - 20].mean() > 2, i
