@@ -214,15 +214,21 @@ def preview(source: str | Path, output: str | Path | None = None,
     result = PreviewResult(sheet=sheet_path, clip=clip_path, moments=[], strengths=[])
     counters: dict = {"frames": 0, "decode": 0.0}
 
+    def make_chain(timings: dict[str, float]) -> list:
+        """A fresh restore chain, each stage timed into `timings`; with a track file, the
+        whole-film ids are given before the selection (the figures and compositor stay last)."""
+        chain = [_Timed(stage, timings) for stage in factory(info)]
+        if film_ids is not None:
+            at = next((i for i, s in enumerate(chain) if s.name == "select"),
+                      max(len(chain) - 2, 0))
+            chain.insert(at, _FilmIds(film_ids, info))
+        return chain
+
     def run_window(seek: float, exact: bool, clip_frames: int) -> Moment | None:
         """Decode and restore one window; the moment is at `seek` (exact) or `context` frames
         after the keyframe before it."""
         timings: dict[str, float] = {}
-        chain = [_Timed(stage, timings) for stage in factory(info)]
-        if film_ids is not None:  # whole-film ids before the selection (and the figures)
-            at = next((i for i, s in enumerate(chain) if s.name == "select"),
-                      max(len(chain) - 2, 0))  # (the figures and the compositor stay last)
-            chain.insert(at, _FilmIds(film_ids, info))
+        chain = make_chain(timings)
         compositor = chain[-1].stage
         result.strengths = strengths or [compositor.strength]
         emitted: list[tuple[Frame, np.ndarray]] = []
@@ -280,7 +286,7 @@ def preview(source: str | Path, output: str | Path | None = None,
         indices to try per moment, see PickMoments) the first of each slot's with a face, else
         the frame at or after each --at time."""
         timings: dict[str, float] = {}
-        chain = [_Timed(stage, timings) for stage in factory(info)]
+        chain = make_chain(timings)
         result.strengths = strengths or [chain[-1].stage.strength]
         picker = PickMoments(slots or [], clip_frames)
         names = [t.name for t in chain]
