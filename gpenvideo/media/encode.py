@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +25,7 @@ import numpy as np
 from ..config import EncodeConfig
 from ..errors import EncodeError, InputError
 from ..frames import Frame, VideoInfo
+from ..threads import available_cores
 from .decode import RANGE_FULL, Decoder, picture_frame, plane_array, sws_colorspace, sws_range
 from .heap import deterministic_heap
 
@@ -111,19 +111,6 @@ WHOLE_CHROMA_CODECS = ("libx264", "libx265", *NVENC_CODECS)
 # Source codecs of editing intermediates: in a .mov they are restored to ProRes.
 INTERMEDIATE_CODECS = ("prores", "dnxhd", "cfhd")
 PROBE_SIZE = 256  # width and height of the picture an encoder is opened on to see that it works
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
 
 
 def probe_encoder(codec: str, pix_fmt: str = "yuv420p",
@@ -343,7 +330,7 @@ class Encoder:
         cc.color_primaries = info.color_primaries
         cc.color_trc = info.color_trc
         if cfg.codec in ("libx264", "libx265", "libsvtav1", "ffv1"):
-            cc.thread_count = usable_cores()  # not the machine's: a container's or taskset's
+            cc.thread_count = available_cores()  # not the machine's: a container's or taskset's
         self._tag_video_stream(stream)
         return stream
 
