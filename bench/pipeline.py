@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from io_bench import plain  # noqa: E402
-from gpenvideo import api, engine, quality, restorer, segments  # noqa: E402
+from gpenvideo import align, api, engine, quality, restorer, segments  # noqa: E402
 from gpenvideo.compositor import Compositor  # noqa: E402
 from gpenvideo.config import RestoreConfig  # noqa: E402
 from gpenvideo.errors import GpenVideoError  # noqa: E402
@@ -223,8 +223,8 @@ def torch_face_path(factory):
     """The stage factory with the restorer built as api.restore_recipe builds it for CUDA, the
     CPU standing in for the GPU: crops cut with torch, GPEN's (or the pass-through's) output
     left on the device, and the face path (restorer.FacePath: shrink, colour match, blend,
-    masks, patch warp) run there, so the compositor only blends the patches. The path a GPU
-    run takes, on the CPU."""
+    masks, patch warp, the quality figures' small greys) run there, so the compositor only
+    blends the patches. The path a GPU run takes, on the CPU."""
     def wrapped(info):
         stages = factory(info)
         compositor = next(s for s in stages if isinstance(s, Compositor))
@@ -234,7 +234,7 @@ def torch_face_path(factory):
                 runner = stage.restore_fn.__self__  # GPENRunner.restore, bound
                 stages[k] = restorer.RestoreStage(
                     runner.restore_on_device, stage.size, stage.batch_faces, cpu,
-                    stage.parse_fn, compositor.cfg, compositor.strength)
+                    stage.parse_fn, compositor.cfg, compositor.strength, quality.QUALITY_SIZE)
         return stages
     return wrapped
 
@@ -243,13 +243,15 @@ class DeviceClock:
     """CPU seconds, per pipeline thread, of the work a GPU run does on the GPU, when the torch
     face path runs on the CPU instead: time.thread_time inside the calls that only queue GPU
     work in a GPU run (cutting the crops, GPEN and its conversions, FacePath.patch, the quality
-    stage's shrink of a device crop, RetinaFace's network and box decoding), less the host
-    work nested in them (copying a frame into the upload buffer, RetinaFace's NMS). A thread's
-    CPU time less this is what a GPU run leaves on that thread, except the launches themselves
+    figures' shrink of the device crops (align.grey_small_torch), RetinaFace's network and box
+    decoding), less the host work nested in them (copying a frame into the upload buffer,
+    RetinaFace's NMS). A thread's CPU time less this is what a GPU run leaves on that thread,
+    except the launches themselves
     (some tens of microseconds per torch call) and the few torch calls outside these (torch.cat
     of a batch's crops, the patches' copy to the host), which stay counted as CPU work."""
 
     DEVICE = ((restorer.RestoreStage, "_warp_on_device"), (restorer.FacePath, "patch"),
+              (align, "grey_small_torch"),
               (runner_module.GPENRunner, "restore_on_device"),
               (retinaface_module, "_detect_same_size"))
     HOST = ((restorer, "to_device"), (retinaface_module, "nms"))

@@ -179,7 +179,8 @@ class FacePath:
                 pending.append(len(out) - 1)
             greys = None
             if self.grey_size is not None:
-                greys = align.grey_small_torch(torch.cat([crops, restored]), self.grey_size)
+                greys = torch.cat([align.grey_small_torch(x, self.grey_size)
+                                   for x in (crops, restored)])  # (2N, q, q)
             patches, greys = self._to_host(out, pending, greys)
             n = len(jobs)
             if greys is None:
