@@ -467,11 +467,13 @@ def _without(error: str, name: str) -> str:
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
-    """The end-of-batch table, one line per file."""
+    """The end-of-batch table, one line per file (frames: the whole film's, with those reused
+    from an earlier run's segments in brackets; time and fps: this run's)."""
     rows = [("status", "frames", "faces", "tracks", "time", "fps", "file")]
     for o in outcomes:
         name = o.output if o.status in ("done", "skipped") else o.input
-        rows.append((o.status, str(o.frames), str(o.faces), str(o.tracks),
+        frames = f"{o.frames} ({o.frames_resumed} reused)" if o.frames_resumed else str(o.frames)
+        rows.append((o.status, frames, str(o.faces), str(o.tracks),
                      f"{o.seconds:.1f}s" if o.seconds else "-", f"{o.fps:.1f}" if o.fps else "-",
                      name if o.status != "failed" else f"{name}: {_without(o.error, name)}"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]

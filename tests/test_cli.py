@@ -333,6 +333,10 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
     assert int(match[1]) == 100 - reused  # the frames the fps counts
     doc = json.loads(manifest.manifest_path(out).read_text())["summary"]
     assert doc["segments_resumed"] == 2 and doc["frames_resumed"] == reused
+    table = batch.summary_table([batch.Outcome(input=str(src), output=str(out), status="done",
+                                               frames=100, frames_resumed=reused, seconds=2.0,
+                                               fps=(100 - reused) / 2.0)])
+    assert f"100 ({reused} reused)" in table  # the batch table says it too
 
 
 SLOW_RUN = """
