@@ -1,11 +1,12 @@
 """Pastes restored faces back into their frames: inverse similarity warp, a soft mask tied to
 the face template (narrowed to the face's own outline by a parsing mask with --mask parsing),
-and a blend with the original crop (strength). Pixels outside every face mask are left exactly
-as decoded.
+blended with the decoded frame by the mask times the strength (the source's share is the
+frame's own pixels, never resampled). Pixels outside every face mask are left exactly as
+decoded.
 
 The face path works at the face's size in the frame: the crop is shrunk first (by area
-averaging, when the model's crop is much larger than the face), then colour-matched, blended
-with the source crop and warped into a patch over the face's bounding box. On a GPU the
+averaging, when the model's crop is much larger than the face), then colour-matched against the
+source crop and warped into a patch over the face's bounding box. On a GPU the
 restorer runs that path where the model runs (restorer.FacePath) and hands on the patch; here
 only the patch is blended into the frame. CPU runs do the same steps with OpenCV."""
 
@@ -45,7 +46,8 @@ def face_patch(place: align.Placement, crop: np.ndarray, restored: np.ndarray,
                mask: np.ndarray, strength: float, color_match: bool
                ) -> tuple[np.ndarray, np.ndarray]:
     """The CPU (OpenCV) face path: crop, restored (S, S, 3) uint8, mask (S, S) float32 ->
-    the face (h, w, 3) float32 and its alpha (h, w) float32 over the patch of `place`."""
+    the face (h, w, 3) float32 and its alpha (h, w) float32 over the patch of `place`. The
+    strength scales the alpha: the rest of each pixel stays the decoded frame's own."""
     face, src = restored.astype(np.float32), crop.astype(np.float32)
     if place.side != face.shape[0]:
         side = (place.side, place.side)
@@ -54,11 +56,12 @@ def face_patch(place: align.Placement, crop: np.ndarray, restored: np.ndarray,
         mask = cv2.resize(mask, side, interpolation=cv2.INTER_AREA)
     if color_match:
         face = match_color(face, src)
-    if strength < 1.0:
-        face = strength * face + (1 - strength) * src
     region = (place.x1 - place.x0, place.y1 - place.y0)
     face = align.warp(face, place.to_patch, region, cubic=True, replicate=True)
-    return face, align.warp(mask, place.to_patch, region)
+    alpha = align.warp(mask, place.to_patch, region)
+    if strength < 1.0:  # blended with the frame's own pixels, never a resampled copy of them
+        alpha *= np.float32(strength)
+    return face, alpha
 
 
 def blend_patch(image: np.ndarray, x0: int, y0: int, face: np.ndarray, alpha: np.ndarray

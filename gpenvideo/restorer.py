@@ -4,8 +4,8 @@ RestoreStage aligns every tracked face to the model's crop size (with the regist
 its smoothed landmarks), runs GPEN on the faces of up to `frames_per_batch` frames at once, and
 attaches each restored crop with its frame->crop transform to the frame. With a torch device
 (the GPU GPEN runs on) it also runs the face path there (FacePath: shrink to the face's size in
-the frame, colour match, strength blend, masks, warp into a patch over the face), so only that
-small patch and its alpha cross back.
+the frame, colour match, masks, warp into a patch over the face, its alpha times the strength),
+so only that small patch and its alpha cross back.
 """
 
 from __future__ import annotations
@@ -204,12 +204,12 @@ class FacePath:
             face = face + torch.nn.functional.interpolate(
                 diff[None], size=(place.side, place.side), mode="bicubic",
                 align_corners=False)[0]
-        if strength < 1.0:
-            face = strength * face + (1 - strength) * src
         region = (place.x1 - place.x0, place.y1 - place.y0)
         face = align.warp_torch(face[None], place.to_patch[None], region, cubic=True,
                                 replicate=True)[0]
         alpha = align.warp_torch(mask[None], place.to_patch[None], region)[0, 0]
+        if strength < 1.0:  # blended with the frame's own pixels (compositor.face_patch)
+            alpha = alpha * strength
         return face.permute(1, 2, 0), alpha
 
     def _weights(self, src: int, dst: int):

@@ -166,6 +166,27 @@ def test_strength_0_leaves_the_frame_as_decoded():
 
 
 
+
+def test_a_strength_below_1_keeps_the_frames_own_detail():
+    # the source's share is the decoded frame's pixels, not the crop resampled to the model's
+    # size and back: a 64-px crop of a 94-px face, given back unchanged by the "restorer", is
+    # a blurred copy; at strength 0.3 only 0.3 of that blur may show (it all showed)
+    image = np.random.default_rng(2).integers(0, 256, (120, 120, 3), np.uint8)  # all detail
+    pts = np.array([[50, 45], [70, 45], [60, 55], [52, 65], [68, 65]], np.float64)
+    matrix = align.face_transform(pts, 64)
+    crop = align.warp(image, matrix, 64, cubic=True, replicate=True)
+
+    def error(strength):
+        comp = Compositor(CompositeConfig(color_match=False), 64, strength)
+        frame = Frame(0, 0, 0, image.copy())
+        comp.paste(frame, matrix, crop, crop)
+        return np.abs(frame.image.astype(int) - image)[50:60, 55:65].mean()
+
+    full = error(1.0)
+    assert full > 20  # the blur of a 64-px crop over a 94-px face is plain to see
+    assert error(0.3) == pytest.approx(0.3 * full, rel=0.15)
+    assert error(0.05) < 0.1 * full
+
 def frames_through(warp_device, composite: CompositeConfig, parse_fn=None, strength=0.8,
                    size=256, grey_size=None, compositor=True):
     """The first FRAMES frames of a real clip after the restore stages, with the face path run
