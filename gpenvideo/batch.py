@@ -45,7 +45,8 @@ class Outcome:
 
     input: str
     # done, skipped (finished earlier), busy (another run holds it), failed, interrupted
-    # (Ctrl-C or a stop signal while it ran; the batch stopped there)
+    # (Ctrl-C or a stop signal while it ran; the batch stopped there), not started (after
+    # the interrupted one)
     status: str
     output: str = ""
     duration: float = 0.0  # seconds of video
@@ -152,7 +153,7 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     """Restore every job in turn. A file that fails, whatever the error, is reported
     (Outcome.status "failed" with the one-line cause, logged as an error) and the batch goes
     on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it, the file it stopped in handed to
-    on_done as "interrupted". With a single job its outcome is handed
+    on_done as "interrupted" and each later one as "not started". With a single job its outcome is handed
     to on_done and then its error raised: a GpenVideoError (a filesystem failure becomes an
     OutputError naming the user's file or folder), or the unexpected exception as it was.
     debug: keep each failure's traceback in Outcome.traceback and in the log.
@@ -180,6 +181,13 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
                 outcomes.append(outcome)
                 if on_done:
                     on_done(outcome)
+                for later in jobs[number:]:  # listed too, so the report says what is left
+                    rest = Outcome(input=str(later.source), status="not started")
+                    with contextlib.suppress(Exception):
+                        rest.output = str(target_for(later)[0])
+                    outcomes.append(rest)
+                    if on_done:
+                        on_done(rest)
                 raise
             outcomes.append(outcome)
             if on_done:
@@ -417,11 +425,13 @@ TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", 
 
 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:
-    """How many files ended in each status ("interrupted" only when the batch was stopped)."""
+    """How many files ended in each status ("interrupted" and "not started" only when the
+    batch was stopped)."""
     totals = {status: sum(1 for o in outcomes if o.status == status)
-              for status in ("done", "skipped", "busy", "failed", "interrupted")}
-    if not totals["interrupted"]:
-        del totals["interrupted"]
+              for status in ("done", "skipped", "busy", "failed", "interrupted", "not started")}
+    for status in ("interrupted", "not started"):
+        if not totals[status]:
+            del totals[status]
     return totals
 
 
@@ -447,9 +457,14 @@ def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
 
 
 def default_report_prefix(inputs: list[Path], output: Path | None) -> Path:
-    """gpenvideo-report-<time> in the output folder, else in the (first) input folder."""
-    folder = output if output is not None and output.is_dir() else None
-    if folder is None:
+    """gpenvideo-report-<time> in the output folder; without `output` (outputs beside their
+    sources) in the (first) input folder, where the outputs are. When the output folder is
+    not there (a stopped or failed run removed the one it made, as it was left empty), in the
+    current folder: an input folder is never written to when the outputs go elsewhere, and a
+    folder holding only a report would be left behind by a run that wrote nothing."""
+    if output is not None:
+        folder = output if output.is_dir() else Path.cwd()
+    else:
         first = inputs[0]
         folder = first if first.is_dir() else first.parent
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -94,7 +94,7 @@ def test_ctrl_c_still_stops_the_batch(tmp_path, three_clips, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         batch.run_batch(batch.collect(three_clips, tmp_path / "out"), RestoreConfig(),
                         identity=True, on_done=outcomes.append)
-    assert [o.status for o in outcomes] == ["done", "interrupted"]  # c was not started
+    assert [o.status for o in outcomes] == ["done", "interrupted", "not started"]
     assert not (tmp_path / "out" / "c_restored.mp4").exists()
 
 
@@ -580,14 +580,35 @@ def test_a_batch_stopped_by_ctrl_c_lists_the_interrupted_file(tmp_path, three_cl
                  "--report", str(report)])
     assert code == 130
     files = report_of(report)
-    assert [(n, f["status"]) for n, f in files.items()] == [("a.mp4", "done"),
-                                                            ("b.mp4", "interrupted")]
+    assert [(n, f["status"]) for n, f in files.items()] == [
+        ("a.mp4", "done"), ("b.mp4", "interrupted"), ("c.mp4", "not started")]
     assert files["b.mp4"]["output"] == str(tmp_path / "out" / "b_restored.mp4")
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("interrupted"))
     assert row.split() == ["interrupted", "0", "0", "0", "-", "-", str(three_clips[1])]
-    assert "1 done, 1 interrupted" in table
+    assert "1 done, 1 interrupted, 1 not started" in table
     assert json.loads(report.with_name("rep.json").read_text())["totals"]["interrupted"] == 1
+
+
+def test_a_batch_stopped_in_its_first_file_writes_nothing_beside_the_inputs(
+        tmp_path, three_clips, monkeypatch, capsys):
+    here = tmp_path / "here"  # the current folder
+    here.mkdir()
+    monkeypatch.chdir(here)
+    before = sorted(os.listdir(tmp_path))
+    fail_on(monkeypatch, "a.mp4", KeyboardInterrupt())
+    out = tmp_path / "batchdir"
+    assert main(["restore", *map(str, three_clips), "-o", f"{out}/", "--identity"]) == 130
+    assert not out.exists()  # made by the run, left empty: removed
+    assert sorted(os.listdir(tmp_path)) == before  # the inputs' folder is not written to
+    reports = sorted(p.name for p in here.iterdir())
+    assert len(reports) == 2 and all(n.startswith("gpenvideo-report-") for n in reports)
+    stdout = capsys.readouterr().out
+    assert f"report: {here / reports[1]}" in stdout  # .json, named where the user finds it
+    files = report_of(here / Path(reports[1]).stem)
+    assert [(n, f["status"]) for n, f in files.items()] == [
+        ("a.mp4", "interrupted"), ("b.mp4", "not started"), ("c.mp4", "not started")]
+    assert "1 interrupted, 2 not started" in stdout
 
 
 def test_a_failed_row_names_the_file_once(tmp_path, three_clips, capsys):
