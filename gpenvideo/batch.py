@@ -55,8 +55,10 @@ class Outcome:
     tracks: int = 0
     warnings: list[str] = field(default_factory=list)
     encoder: str = ""  # the video encoder used
-    seconds: float = 0.0  # time spent
-    fps: float = 0.0  # frames rendered by this run (reused segments left out) per second
+    # this run's time on the file, from its start to the output in place: opening the input,
+    # loading the model (when this file was the first to need it), rendering and muxing
+    seconds: float = 0.0
+    fps: float = 0.0  # frames rendered by this run (reused segments left out) / seconds
     segments: int = 0  # pieces the film was processed in (0: not recorded)
     segments_resumed: int = 0  # of those, reused from an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the reused segments
@@ -262,6 +264,9 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
                 summary = _restore_one(job.source, target, cfg, identity, overwrite, stages,
                                        progress, notes)
                 written = True
+                # one clock for the line, sidecar and report: the file's whole time in this run
+                # (opening, the model's loading when this file needed it, rendering, muxing)
+                summary.seconds = time.monotonic() - started
                 summary.notes[:0] = [n for n in notes if n not in summary.notes]
                 doc = _summary_doc(summary)
                 manifest.write_manifest(target, job.source, settings, doc)
@@ -270,8 +275,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
                 raise
         outcome.status = "done"
         _fill(outcome, doc)
-        outcome.seconds = round(time.monotonic() - started, 3)
-        outcome.fps = round(summary.fps, 2)
+        outcome.seconds = doc["seconds"]  # as in the sidecar
+        outcome.fps = round(summary.fps, 2)  # frames rendered by this run / those seconds
     except (Cancelled, KeyboardInterrupt):  # Ctrl-C, SIGTERM: stopped, and nothing left
         _remove_empty_folders(created)
         raise

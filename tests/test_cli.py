@@ -328,7 +328,7 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
     assert main([*args, "--resume"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
     match = re.search(r": 100 frames, .*, 2 of 4 segments reused from an earlier run, the "
-                      r"other (\d+) frames rendered in [\d.]+ s \([\d.]+ fps\)", line)
+                      r"other (\d+) frames rendered in [\d.]+ s, set-up included \([\d.]+ fps\)", line)
     assert match, line
     assert int(match[1]) == 100 - reused  # the frames the fps counts
     doc = json.loads(manifest.manifest_path(out).read_text())["summary"]
@@ -337,6 +337,26 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
                                                frames=100, frames_resumed=reused, seconds=2.0,
                                                fps=(100 - reused) / 2.0)])
     assert f"100 ({reused} reused)" in table  # the batch table says it too
+
+
+def test_the_time_and_fps_of_a_file_come_from_one_clock(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=20, size=(64, 48))
+    real = segments.prepare
+
+    def slow_prepare(*args, **kwargs):  # set-up (opening, probing) that takes a while
+        time.sleep(0.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segments, "prepare", slow_prepare)
+    out, report = tmp_path / "out.mp4", tmp_path / "rep"
+    assert main(["restore", str(src), "-o", str(out), "--identity",
+                 "--report", str(report)]) == 0
+    row = report_of(report)["film.mp4"]
+    sidecar = json.loads(manifest.manifest_path(out).read_text())["summary"]
+    assert row["seconds"] == sidecar["seconds"] >= 0.6  # the set-up is in the time
+    assert row["fps"] == pytest.approx(20 / row["seconds"], rel=0.01)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
+    assert f"{row['seconds']:.1f} s, set-up included ({row['fps']:.1f} fps)" in line
 
 
 SLOW_RUN = """
