@@ -483,6 +483,31 @@ def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
     assert isinstance(cfg.composite.strength, float)
 
 
+def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch, capsys):
+    from gpenvideo.config import load_config
+
+    (tmp_path / "tiny64.pth").write_bytes(b"a checkpoint")
+    (tmp_path / "cf" / "models").mkdir(parents=True)
+    config = tmp_path / "cf" / "my.toml"
+    config.write_text('[model]\nweights = "../tiny64.pth"\nweights_dir = "models"\n')
+    elsewhere = tmp_path / "here"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # ../tiny64.pth from here is not there
+    cfg = load_config(config)
+    assert Path(cfg.model.weights) == (tmp_path / "tiny64.pth").resolve()
+    assert Path(cfg.model.weights_dir) == (tmp_path / "cf" / "models").resolve()
+    assert load_config(Path("..") / "cf" / "my.toml") == cfg  # however the config is named
+
+    config.write_text('[model]\nweights = "tiny64.pth"\n')  # not in cf/
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gpenvideo: error: {config}: [model] weights = 'tiny64.pth': no such "
+                          f"file ({(tmp_path / 'cf' / 'tiny64.pth').resolve()}, relative to the "
+                          "config's folder)")
+    assert "\n" not in err and sorted(os.listdir(tmp_path / "cf")) == ["models", "my.toml"]
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_output_in_proc_is_one_line_naming_the_folder(tmp_path, capsys):
     src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
