@@ -39,6 +39,20 @@ FALLBACK_SUFFIX = ".mkv"
 BITEXACT = {"fflags": "+bitexact"}
 
 
+def movie_timescale(fmt: str, time_base: Fraction) -> dict[str, str]:
+    """The MP4/MOV muxer option that keeps a late first frame exactly where the source has it.
+    The muxer writes the video track in 1/den of the source's time base (doubled up to 10000
+    and more), but the edit list that delays a first frame past 0 counts in the movie's
+    timescale, 1/1000 s by default: a first pts of 1001/30000 s came out 990/30000, 0.37 ms
+    early. With the movie timescale the track's, the delay is exact. {} for other muxers."""
+    if fmt not in ("mp4", "mov") or not time_base:
+        return {}
+    scale = Fraction(time_base).denominator
+    while scale < 10000:  # as the muxer chooses the video track's timescale
+        scale *= 2
+    return {"movie_timescale": str(scale)}
+
+
 @dataclass(frozen=True)
 class CodecDefaults:
     crf_option: str | None  # the encoder option that takes --crf (None: no quality scale)
@@ -253,7 +267,7 @@ class Encoder:
             self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
         # a file object: the pipe to ffmpeg (ffmpeg_pipe)
         self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt,
-                            options=BITEXACT)
+                            options={**BITEXACT, **movie_timescale(fmt, info.time_base)})
         try:
             codec = (video_template.codec_context.name if video_template is not None
                      else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec
