@@ -311,6 +311,24 @@ def test_dv_keeps_its_frame_rate_and_writes_to_mov(tmp_path, suffix):
         assert [s.codec_context.name for s in c.streams.audio] == ["pcm_s16le"]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_pcm_audio_copied_into_mp4_is_noted(tmp_path, suffix):
+    # Matroska stores no channel layout for PCM ("2 channels"): MP4's channel box refused it
+    src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_s16le")
+    summary = identity(src, tmp_path / f"out{suffix}")
+
+    def samples(path: Path) -> bytes:
+        with av.open(str(path)) as c:
+            return b"".join(bytes(p) for p in c.demux(c.streams.audio[0]) if p.size)
+
+    with av.open(summary.output) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["pcm_s16le"]  # copied
+    assert samples(Path(summary.output)) == samples(src)
+    noted = [n for n in summary.notes if "copied into MP4 as PCM" in n]
+    assert len(noted) == (suffix == ".mp4")
+    assert all("write to .mov or .mkv" in n for n in noted)
+
+
 def test_audio_the_container_cannot_hold_is_transcoded_to_aac(tmp_path):
     src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_u8")
     summary = identity(src, tmp_path / "out.mp4")

@@ -374,6 +374,18 @@ class Encoder:
             if container_holds(self._out, name):
                 out = self._out.add_stream_from_template(stream)
                 self._copies[stream.index] = _CopiedStream(stream, out, None)
+                if name.startswith("pcm_") and self._out.format.name == "mp4":
+                    # the MP4 muxer takes PCM ('ipcm', or QuickTime's 'sowt'/'twos' in older
+                    # FFmpeg), which most MP4 players and editors do not play; its channel box
+                    # needs a known layout, which Matroska does not store for PCM (it said
+                    # "unsupported channel layout 2 channels" when the file was finished)
+                    channels = stream.codec_context.layout.nb_channels
+                    if stream.codec_context.layout.name.endswith("channels") \
+                            and channels in STANDARD_LAYOUTS:
+                        out.codec_context.layout = STANDARD_LAYOUTS[channels]
+                    self._note(f"audio stream {stream.index} ({name}) is copied into MP4 as "
+                               "PCM, which many players and editors cannot play there; write "
+                               "to .mov or .mkv to keep PCM audio playable")
             elif stream.type == "audio":
                 rate = stream.codec_context.sample_rate
                 # the standard layout for the channel count (AAC refuses unordered layouts)
