@@ -177,19 +177,15 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
                 outcome, error, _ = _run_job(job, cfg, identity, overwrite, settings, stages,
                                              progress, debug)
             except (Cancelled, KeyboardInterrupt):  # in the table and report, then stop
-                outcome = Outcome(input=str(job.source), status="interrupted")
-                with contextlib.suppress(Exception):
-                    outcome.output = str(target_for(job)[0])
-                outcomes.append(outcome)
-                if on_done:
-                    on_done(outcome)
-                for later in jobs[number:]:  # listed too, so the report says what is left
-                    rest = Outcome(input=str(later.source), status="not started")
+                # this file, and the later ones too, so the report says what is left
+                for status, left in [("interrupted", job), *(("not started", later)
+                                                             for later in jobs[number:])]:
+                    outcome = Outcome(input=str(left.source), status=status)
                     with contextlib.suppress(Exception):
-                        rest.output = str(target_for(later)[0])
-                    outcomes.append(rest)
+                        outcome.output = str(target_for(left)[0])
+                    outcomes.append(outcome)
                     if on_done:
-                        on_done(rest)
+                        on_done(outcome)
                 raise
             outcomes.append(outcome)
             if on_done:
