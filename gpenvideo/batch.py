@@ -45,7 +45,8 @@ class Outcome:
 
     input: str
     # done, skipped (finished earlier), busy (another run holds it), failed, interrupted
-    # (Ctrl-C or a stop signal while it ran; the batch stopped there)
+    # (Ctrl-C or a stop signal while it ran; the batch stopped there), not started (after
+    # the interrupted one)
     status: str
     output: str = ""
     duration: float = 0.0  # seconds of video
@@ -54,8 +55,10 @@ class Outcome:
     tracks: int = 0
     warnings: list[str] = field(default_factory=list)
     encoder: str = ""  # the video encoder used
-    seconds: float = 0.0  # time spent
-    fps: float = 0.0  # frames rendered by this run (reused segments left out) per second
+    # this run's time on the file, from its start to the output in place: opening the input,
+    # loading the model (when this file was the first to need it), rendering and muxing
+    seconds: float = 0.0
+    fps: float = 0.0  # frames rendered by this run (reused segments left out) / seconds
     segments: int = 0  # pieces the film was processed in (0: not recorded)
     segments_resumed: int = 0  # of those, reused from an earlier, interrupted run
     frames_resumed: int = 0  # of `frames`, those in the reused segments
@@ -152,7 +155,7 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     """Restore every job in turn. A file that fails, whatever the error, is reported
     (Outcome.status "failed" with the one-line cause, logged as an error) and the batch goes
     on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it, the file it stopped in handed to
-    on_done as "interrupted". With a single job its outcome is handed
+    on_done as "interrupted" and each later one as "not started". With a single job its outcome is handed
     to on_done and then its error raised: a GpenVideoError (a filesystem failure becomes an
     OutputError naming the user's file or folder), or the unexpected exception as it was.
     debug: keep each failure's traceback in Outcome.traceback and in the log.
@@ -174,12 +177,15 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
                 outcome, error, _ = _run_job(job, cfg, identity, overwrite, settings, stages,
                                              progress, debug)
             except (Cancelled, KeyboardInterrupt):  # in the table and report, then stop
-                outcome = Outcome(input=str(job.source), status="interrupted")
-                with contextlib.suppress(Exception):
-                    outcome.output = str(target_for(job)[0])
-                outcomes.append(outcome)
-                if on_done:
-                    on_done(outcome)
+                # this file, and the later ones too, so the report says what is left
+                for status, left in [("interrupted", job), *(("not started", later)
+                                                             for later in jobs[number:])]:
+                    outcome = Outcome(input=str(left.source), status=status)
+                    with contextlib.suppress(Exception):
+                        outcome.output = str(target_for(left)[0])
+                    outcomes.append(outcome)
+                    if on_done:
+                        on_done(outcome)
                 raise
             outcomes.append(outcome)
             if on_done:
@@ -254,6 +260,9 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
                 summary = _restore_one(job.source, target, cfg, identity, overwrite, stages,
                                        progress, notes)
                 written = True
+                # one clock for the line, sidecar and report: the file's whole time in this run
+                # (opening, the model's loading when this file needed it, rendering, muxing)
+                summary.seconds = time.monotonic() - started
                 summary.notes[:0] = [n for n in notes if n not in summary.notes]
                 doc = _summary_doc(summary)
                 manifest.write_manifest(target, job.source, settings, doc)
@@ -262,8 +271,8 @@ def _run_job(job: Job, cfg: RestoreConfig, identity: bool, overwrite: bool, sett
                 raise
         outcome.status = "done"
         _fill(outcome, doc)
-        outcome.seconds = round(time.monotonic() - started, 3)
-        outcome.fps = round(summary.fps, 2)
+        outcome.seconds = doc["seconds"]  # as in the sidecar
+        outcome.fps = round(summary.fps, 2)  # frames rendered by this run / those seconds
     except (Cancelled, KeyboardInterrupt):  # Ctrl-C, SIGTERM: stopped, and nothing left
         _remove_empty_folders(created)
         raise
@@ -417,11 +426,13 @@ TRACK_COLUMNS = ["row", "track", "segment", "first", "last", "frames_restored", 
 
 
 def _totals(outcomes: list[Outcome]) -> dict[str, int]:
-    """How many files ended in each status ("interrupted" only when the batch was stopped)."""
+    """How many files ended in each status ("interrupted" and "not started" only when the
+    batch was stopped)."""
     totals = {status: sum(1 for o in outcomes if o.status == status)
-              for status in ("done", "skipped", "busy", "failed", "interrupted")}
-    if not totals["interrupted"]:
-        del totals["interrupted"]
+              for status in ("done", "skipped", "busy", "failed", "interrupted", "not started")}
+    for status in ("interrupted", "not started"):
+        if not totals[status]:
+            del totals[status]
     return totals
 
 
@@ -447,9 +458,14 @@ def write_report(outcomes: list[Outcome], prefix: Path) -> tuple[Path, Path]:
 
 
 def default_report_prefix(inputs: list[Path], output: Path | None) -> Path:
-    """gpenvideo-report-<time> in the output folder, else in the (first) input folder."""
-    folder = output if output is not None and output.is_dir() else None
-    if folder is None:
+    """gpenvideo-report-<time> in the output folder; without `output` (outputs beside their
+    sources) in the (first) input folder, where the outputs are. When the output folder is
+    not there (a stopped or failed run removed the one it made, as it was left empty), in the
+    current folder: an input folder is never written to when the outputs go elsewhere, and a
+    folder holding only a report would be left behind by a run that wrote nothing."""
+    if output is not None:
+        folder = output if output.is_dir() else Path.cwd()
+    else:
         first = inputs[0]
         folder = first if first.is_dir() else first.parent
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -224,8 +224,11 @@ def _hms(seconds: float) -> str:
 
 def done_line(outcome) -> str:  # outcome: batch.Outcome of a finished file
     """The line saying a file was written: whole-film counts, then the time and speed of this
-    run, which after a resume rendered only the segments an earlier run had not finished."""
-    timing = f"{outcome.seconds:.1f} s ({outcome.fps:.1f} fps)"
+    run, which after a resume rendered only the segments an earlier run had not finished. The
+    time is the file's whole time in this run (opening it and, for the first file, loading the
+    model included: batch.Outcome.seconds, as in the sidecar and report); the fps is the
+    frames this run rendered over that time."""
+    timing = f"{outcome.seconds:.1f} s, set-up included ({outcome.fps:.1f} fps)"
     if outcome.segments_resumed:
         timing = (f"{outcome.segments_resumed} of {outcome.segments} segments reused from an "
                   f"earlier run, the other {outcome.frames - outcome.frames_resumed} frames "

@@ -224,7 +224,11 @@ def validate(cfg: RestoreConfig) -> RestoreConfig:
 def load_config(path: str | Path | None = None) -> RestoreConfig:
     """Load a TOML config whose sections mirror RestoreConfig's fields; missing keys keep defaults.
 
-    Raises InputError (naming the file and key) for unreadable files, unknown sections or keys.
+    Path settings (PATH_KEYS: [model] weights and weights_dir) that are relative are taken
+    relative to the config file's folder, as the entries of a list of files are, and `~` is
+    expanded. Raises InputError (naming the file and key) for unreadable files, unknown
+    sections or keys, values of the wrong type or range, and a path setting naming no file
+    (weights) or no folder (weights_dir).
     """
     cfg = RestoreConfig()
     if path is None:
@@ -248,11 +252,32 @@ def load_config(path: str | Path | None = None) -> RestoreConfig:
                                  f"{_type_words(types[key])}")
             if isinstance(value, int) and types[key].split("|")[0].strip() == "float":
                 values[key] = float(value)  # `strength = 1`: the same settings as 1.0
+            if (section, key) in PATH_KEYS:
+                values[key] = _config_path(path, section, key, value)
         cfg = cfg.replace(section, **values)
     try:
         return validate(cfg)
     except InputError as exc:
         raise InputError(f"{path}: {_file_words(str(exc), cfg)}") from exc
+
+
+# the settings that name a file or folder: (section, key) -> what it must be ("file", "folder")
+PATH_KEYS = {("model", "weights"): "file", ("model", "weights_dir"): "folder"}
+
+
+def _config_path(config: Path, section: str, key: str, value: str) -> str:
+    """The path setting `[section] key = value` of the config file `config`, absolute (so the
+    settings digest does not depend on the current folder): relative to the config's folder
+    when relative, `~` expanded. Raises InputError naming the config and the key when it names
+    no file (or folder, as PATH_KEYS says)."""
+    given = Path(value).expanduser()
+    resolved = (config.parent / given).resolve()
+    kind = PATH_KEYS[(section, key)]
+    if not (resolved.is_file() if kind == "file" else resolved.is_dir()):
+        where = "" if given.is_absolute() else f" ({resolved}, relative to the config's folder)"
+        raise InputError(f"{config}: [{section}] {key} = {value!r}: no such {kind}{where}; "
+                         "fix the path in the config")
+    return str(resolved)
 
 
 def _has_type(value: Any, annotation: str) -> bool:

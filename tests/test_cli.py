@@ -94,7 +94,7 @@ def test_ctrl_c_still_stops_the_batch(tmp_path, three_clips, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         batch.run_batch(batch.collect(three_clips, tmp_path / "out"), RestoreConfig(),
                         identity=True, on_done=outcomes.append)
-    assert [o.status for o in outcomes] == ["done", "interrupted"]  # c was not started
+    assert [o.status for o in outcomes] == ["done", "interrupted", "not started"]
     assert not (tmp_path / "out" / "c_restored.mp4").exists()
 
 
@@ -328,7 +328,7 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
     assert main([*args, "--resume"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
     match = re.search(r": 100 frames, .*, 2 of 4 segments reused from an earlier run, the "
-                      r"other (\d+) frames rendered in [\d.]+ s \([\d.]+ fps\)", line)
+                      r"other (\d+) frames rendered in [\d.]+ s, set-up included \([\d.]+ fps\)", line)
     assert match, line
     assert int(match[1]) == 100 - reused  # the frames the fps counts
     doc = json.loads(manifest.manifest_path(out).read_text())["summary"]
@@ -337,6 +337,26 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
                                                frames=100, frames_resumed=reused, seconds=2.0,
                                                fps=(100 - reused) / 2.0)])
     assert f"100 ({reused} reused)" in table  # the batch table says it too
+
+
+def test_the_time_and_fps_of_a_file_come_from_one_clock(tmp_path, monkeypatch, capsys):
+    src = make_clip(tmp_path / "film.mp4", frames=20, size=(64, 48))
+    real = segments.prepare
+
+    def slow_prepare(*args, **kwargs):  # set-up (opening, probing) that takes a while
+        time.sleep(0.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segments, "prepare", slow_prepare)
+    out, report = tmp_path / "out.mp4", tmp_path / "rep"
+    assert main(["restore", str(src), "-o", str(out), "--identity",
+                 "--report", str(report)]) == 0
+    row = report_of(report)["film.mp4"]
+    sidecar = json.loads(manifest.manifest_path(out).read_text())["summary"]
+    assert row["seconds"] == sidecar["seconds"] >= 0.6  # the set-up is in the time
+    assert row["fps"] == pytest.approx(20 / row["seconds"], rel=0.01)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
+    assert f"{row['seconds']:.1f} s, set-up included ({row['fps']:.1f} fps)" in line
 
 
 SLOW_RUN = """
@@ -463,6 +483,31 @@ def test_config_files_take_ints_for_floats_and_the_default_file_loads(tmp_path):
     assert isinstance(cfg.composite.strength, float)
 
 
+def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch, capsys):
+    from gpenvideo.config import load_config
+
+    (tmp_path / "tiny64.pth").write_bytes(b"a checkpoint")
+    (tmp_path / "cf" / "models").mkdir(parents=True)
+    config = tmp_path / "cf" / "my.toml"
+    config.write_text('[model]\nweights = "../tiny64.pth"\nweights_dir = "models"\n')
+    elsewhere = tmp_path / "here"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # ../tiny64.pth from here is not there
+    cfg = load_config(config)
+    assert Path(cfg.model.weights) == (tmp_path / "tiny64.pth").resolve()
+    assert Path(cfg.model.weights_dir) == (tmp_path / "cf" / "models").resolve()
+    assert load_config(Path("..") / "cf" / "my.toml") == cfg  # however the config is named
+
+    config.write_text('[model]\nweights = "tiny64.pth"\n')  # not in cf/
+    src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
+    assert main(["restore", str(src), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gpenvideo: error: {config}: [model] weights = 'tiny64.pth': no such "
+                          f"file ({(tmp_path / 'cf' / 'tiny64.pth').resolve()}, relative to the "
+                          "config's folder)")
+    assert "\n" not in err and sorted(os.listdir(tmp_path / "cf")) == ["models", "my.toml"]
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_output_in_proc_is_one_line_naming_the_folder(tmp_path, capsys):
     src = make_clip(tmp_path / "film.mp4", frames=3, size=(32, 24))
@@ -580,14 +625,35 @@ def test_a_batch_stopped_by_ctrl_c_lists_the_interrupted_file(tmp_path, three_cl
                  "--report", str(report)])
     assert code == 130
     files = report_of(report)
-    assert [(n, f["status"]) for n, f in files.items()] == [("a.mp4", "done"),
-                                                            ("b.mp4", "interrupted")]
+    assert [(n, f["status"]) for n, f in files.items()] == [
+        ("a.mp4", "done"), ("b.mp4", "interrupted"), ("c.mp4", "not started")]
     assert files["b.mp4"]["output"] == str(tmp_path / "out" / "b_restored.mp4")
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("interrupted"))
     assert row.split() == ["interrupted", "0", "0", "0", "-", "-", str(three_clips[1])]
-    assert "1 done, 1 interrupted" in table
+    assert "1 done, 1 interrupted, 1 not started" in table
     assert json.loads(report.with_name("rep.json").read_text())["totals"]["interrupted"] == 1
+
+
+def test_a_batch_stopped_in_its_first_file_writes_nothing_beside_the_inputs(
+        tmp_path, three_clips, monkeypatch, capsys):
+    here = tmp_path / "here"  # the current folder
+    here.mkdir()
+    monkeypatch.chdir(here)
+    before = sorted(os.listdir(tmp_path))
+    fail_on(monkeypatch, "a.mp4", KeyboardInterrupt())
+    out = tmp_path / "batchdir"
+    assert main(["restore", *map(str, three_clips), "-o", f"{out}/", "--identity"]) == 130
+    assert not out.exists()  # made by the run, left empty: removed
+    assert sorted(os.listdir(tmp_path)) == before  # the inputs' folder is not written to
+    reports = sorted(p.name for p in here.iterdir())
+    assert len(reports) == 2 and all(n.startswith("gpenvideo-report-") for n in reports)
+    stdout = capsys.readouterr().out
+    assert f"report: {here / reports[1]}" in stdout  # .json, named where the user finds it
+    files = report_of(here / Path(reports[1]).stem)
+    assert [(n, f["status"]) for n, f in files.items()] == [
+        ("a.mp4", "interrupted"), ("b.mp4", "not started"), ("c.mp4", "not started")]
+    assert "1 interrupted, 2 not started" in stdout
 
 
 def test_a_failed_row_names_the_file_once(tmp_path, three_clips, capsys):

@@ -311,6 +311,24 @@ def test_dv_keeps_its_frame_rate_and_writes_to_mov(tmp_path, suffix):
         assert [s.codec_context.name for s in c.streams.audio] == ["pcm_s16le"]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_pcm_audio_copied_into_mp4_is_noted(tmp_path, suffix):
+    # Matroska stores no channel layout for PCM ("2 channels"): MP4's channel box refused it
+    src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_s16le")
+    summary = identity(src, tmp_path / f"out{suffix}")
+
+    def samples(path: Path) -> bytes:
+        with av.open(str(path)) as c:
+            return b"".join(bytes(p) for p in c.demux(c.streams.audio[0]) if p.size)
+
+    with av.open(summary.output) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["pcm_s16le"]  # copied
+    assert samples(Path(summary.output)) == samples(src)
+    noted = [n for n in summary.notes if "copied into MP4 as PCM" in n]
+    assert len(noted) == (suffix == ".mp4")
+    assert all("write to .mov or .mkv" in n for n in noted)
+
+
 def test_audio_the_container_cannot_hold_is_transcoded_to_aac(tmp_path):
     src = make_clip(tmp_path / "pcm.mkv", frames=10, audio=1, audio_codec="pcm_u8")
     summary = identity(src, tmp_path / "out.mp4")
@@ -466,3 +484,33 @@ def test_memory_does_not_grow_with_film_length(tmp_path):
     rss_short = _peak_rss_kb(short, tmp_path / "so.mkv")
     rss_long = _peak_rss_kb(long, tmp_path / "lo.mkv")
     assert rss_long - rss_short < 8 * 1024, (rss_short, rss_long)
+
+
+def late_start_clip(path: Path, frames: int = 30) -> Path:
+    """A QuickTime clip (time base 1/90000, as MPEG-PS/TS have) whose first frame is not at a
+    whole millisecond (an edit list counted in the track's own timescale)."""
+    with av.open(str(path), "w", options={"movie_timescale": "90000"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.gop_size = 10
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 90000)
+        for i in range(frames):
+            img = np.full((48, 64, 3), (i * 8) % 256, np.uint8)
+            vf = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+            vf.pts = 48003 + i * 3600
+            out.mux(stream.encode(vf))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mp4"])
+@pytest.mark.parametrize("segment_seconds", [0.0, 0.4])
+def test_mp4_and_mov_keep_a_late_first_frame_exactly(tmp_path, suffix, segment_seconds):
+    # the edit list delaying the first frame counted in 1/1000 s: 48003/90000 came out 47970
+    src = late_start_clip(tmp_path / "tape.mov")
+    times = video_times(src)
+    assert times[0] * 1000 != int(times[0] * 1000)  # not at a whole millisecond
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=segment_seconds)
+    summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
+    assert summary.segments == (1 if not segment_seconds else 3)
+    assert video_times(Path(summary.output)) == times  # every frame at its instant, exactly

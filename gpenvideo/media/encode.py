@@ -39,6 +39,20 @@ FALLBACK_SUFFIX = ".mkv"
 BITEXACT = {"fflags": "+bitexact"}
 
 
+def movie_timescale(fmt: str, time_base: Fraction) -> dict[str, str]:
+    """The MP4/MOV muxer option that keeps a late first frame exactly where the source has it.
+    The muxer writes the video track in 1/den of the source's time base (doubled up to 10000
+    and more), but the edit list that delays a first frame past 0 counts in the movie's
+    timescale, 1/1000 s by default: a first pts of 1001/30000 s came out 990/30000, 0.37 ms
+    early. With the movie timescale the track's, the delay is exact. {} for other muxers."""
+    if fmt not in ("mp4", "mov") or not time_base:
+        return {}
+    scale = Fraction(time_base).denominator
+    while scale < 10000:  # as the muxer chooses the video track's timescale
+        scale *= 2
+    return {"movie_timescale": str(scale)}
+
+
 @dataclass(frozen=True)
 class CodecDefaults:
     crf_option: str | None  # the encoder option that takes --crf (None: no quality scale)
@@ -253,7 +267,7 @@ class Encoder:
             self.cfg = cfg = self._resolved(cfg, info, fmt, (width, height))
         # a file object: the pipe to ffmpeg (ffmpeg_pipe)
         self._out = av.open(path if hasattr(path, "write") else str(path), mode="w", format=fmt,
-                            options=BITEXACT)
+                            options={**BITEXACT, **movie_timescale(fmt, info.time_base)})
         try:
             codec = (video_template.codec_context.name if video_template is not None
                      else av.Codec(cfg.codec, "w").canonical_name)  # a template: any codec
@@ -360,6 +374,18 @@ class Encoder:
             if container_holds(self._out, name):
                 out = self._out.add_stream_from_template(stream)
                 self._copies[stream.index] = _CopiedStream(stream, out, None)
+                if name.startswith("pcm_") and self._out.format.name == "mp4":
+                    # the MP4 muxer takes PCM ('ipcm', or QuickTime's 'sowt'/'twos' in older
+                    # FFmpeg), which most MP4 players and editors do not play; its channel box
+                    # needs a known layout, which Matroska does not store for PCM (it said
+                    # "unsupported channel layout 2 channels" when the file was finished)
+                    channels = stream.codec_context.layout.nb_channels
+                    if stream.codec_context.layout.name.endswith("channels") \
+                            and channels in STANDARD_LAYOUTS:
+                        out.codec_context.layout = STANDARD_LAYOUTS[channels]
+                    self._note(f"audio stream {stream.index} ({name}) is copied into MP4 as "
+                               "PCM, which many players and editors cannot play there; write "
+                               "to .mov or .mkv to keep PCM audio playable")
             elif stream.type == "audio":
                 rate = stream.codec_context.sample_rate
                 # the standard layout for the channel count (AAC refuses unordered layouts)
