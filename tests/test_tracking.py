@@ -515,3 +515,18 @@ def test_a_long_gap_while_a_face_fades_in_still_fades_it_out():
     out = run(Tracker(TrackConfig()), dets)
     w = {g.index: f.weight for g in out for f in g.faces if f.track_id == 2}
     assert all(w[i] == 0.0 for i in range(24, 30)) and w[40] == 1.0
+
+
+def test_a_blank_frame_in_a_gap_while_a_face_fades_in_still_gets_0_alone():
+    # the entering face's gap (23-25) is bridged by its fade-in, but frame 24 is blown out to
+    # white: no face to restore there (weight 0), its neighbours stay on the ramp
+    texture = np.random.default_rng(5).integers(0, 256, (120, 400, 3), np.uint8)
+    white = np.full_like(texture, 255)
+    dets = [[det((150 + i, 0))] if i >= 20 and i not in (23, 24, 25) else [] for i in range(50)]
+    out = run(Tracker(TrackConfig(ramp_frames=5, hold_frames=1)), dets,
+              image=lambda i: white if i == 24 else texture)
+    w = {g.index: f.weight for g in out for f in g.faces}
+    assert sorted(w) == list(range(20, 50))
+    assert w[24] == 0.0
+    assert np.all(np.diff([w[i] for i in range(20, 24)]) > 0) and w[23] > 0.5
+    assert all(w[i] == 1.0 for i in range(25, 50))  # the ramp's 5 frames are 20-24
