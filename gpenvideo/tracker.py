@@ -19,7 +19,9 @@ found at nearly the same place within CUT_GRACE frames after it.
 Each face carries a weight, the share of the restoration it gets: 1 where the face is seen, and a
 smooth ramp over `ramp_frames` frames down to 0 where a track starts or ends (except at the film's
 ends and at scene cuts, where the picture changes anyway) and deep inside a gap of filled-in
-frames (more than `hold_frames` from a detection), so the restoration fades in and out. A face
+frames (more than `hold_frames` from a detection), so the restoration fades in and out. A short
+gap (RAMP_BRIDGE) near a track's start or end does not fade: the weight rises monotonically from
+the track's first frame and falls to its last across it, instead of blinking down and up. A face
 filled in across a glitch frame gets 0 there alone (the broken picture may have moved it), and so
 does a face filled in where its box holds no face to restore: a blown-out flash, a black frame
 (its contrast against that of the track's detections around it: BLANK_CONTRAST, FULL_CONTRAST;
@@ -62,6 +64,8 @@ SET_ASIDE_FRAMES = 3  # frames after its last kept detection in which a track se
 BLANK_CONTRAST = 0.1  # a filled-in face whose box has less than this share of the contrast
 # (grey level spread) of the track's detections around it shows no face: weight 0 there
 FULL_CONTRAST = 0.3  # from this share on it is restored in full; in between its weight eases
+RAMP_BRIDGE = 4  # missed frames in a row, while a face fades in or out at a track's ends, that
+# the fade goes on across (restored along it) instead of fading back out and in: a blink
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -303,8 +307,10 @@ class Tracker:
         # frames seen past a frame before its faces are final: its track's future must be
         # known over the smoothing window or the ramp, plus a gap, a cut's grace period or the
         # hits that confirm a new track
+        # (a frame's ramp reaches ramp_frames ahead, to a missed frame that may lie in its
+        # track's fade-out, up to ramp_frames - 1 before the track's end: see _bridged)
         settle = max(self.cfg.max_misses, CUT_GRACE, self.cfg.min_hits * (1 + TENTATIVE_MISSES))
-        reach = settle + max(half, self.cfg.ramp_frames) + 1
+        reach = settle + max(half, 2 * self.cfg.ramp_frames - 1) + 1
         self.lookahead = reach + MAX_GLITCH  # a frame is judged MAX_GLITCH frames late
         self.context = self.lookahead  # frames before and after a frame that shape its faces
         self._ids = itertools.count(1)
@@ -482,7 +488,27 @@ class Tracker:
             return True
         before = max(i for i in track.obs if i < index)
         after = min(i for i in track.obs if i > index)
-        return min(index - before, after - index) <= self.cfg.hold_frames
+        return (min(index - before, after - index) <= self.cfg.hold_frames
+                or self._bridged(track, index, before, after))
+
+    def _bridged(self, track: _Track, index: int, before: int, after: int) -> bool:
+        """Whether the missed frame `index`, in the gap between detections `before` and
+        `after`, is part of its track's fade in or out and counts as shown (the fade goes on
+        across the gap instead of fading down and back up: a blink). It is when the gap is
+        short (RAMP_BRIDGE) and fading across it would overlap the fade-in (the gap's first
+        frame more than hold_frames from a detection lies within 2 ramp_frames of the track's
+        first frame: the weight rises monotonically from it to 1), or `index` lies in the
+        fade-out (less than ramp_frames before the track's last frame, when the track fades
+        out there: the weight falls monotonically to it)."""
+        if after - before - 1 > RAMP_BRIDGE:
+            return False  # a hand in front: faded out there, as anywhere in the track
+        ramp = self.cfg.ramp_frames
+        if not track.hard_start and before + self.cfg.hold_frames + 1 - track.first <= 2 * ramp:
+            return True
+        # the track's end is known once it has ended or the film has (lookahead: see __init__)
+        known = track.ended or self._end is not None
+        soft_end = known and not (track.hard_end or track.last == self._end)
+        return soft_end and track.last - index < ramp
 
     @staticmethod
     def _at(track: _Track, index: int) -> Detection:

@@ -465,3 +465,68 @@ def test_auto_detector_is_retinaface_on_a_gpu_with_its_weights_else_yunet(tmp_pa
     assert weights_name(auto, str(retina.parent), "cpu") == "yunet"
     with pytest.raises(ValueError, match="resolve_backend"):
         score_threshold(auto)
+
+
+@pytest.mark.parametrize("hold", [0, 1])
+def test_a_gap_while_a_face_fades_in_or_out_does_not_blink_the_restoration(hold):
+    # a face entering at frame 20, missed over 23-25 while it fades in; one leaving after
+    # frame 39, missed over 35-38 while it fades out (with hold_frames 0, over 37 alone); a
+    # third face in every frame keeps the film going. Fading out across those gaps and back
+    # in would blink the restoration: the weight must rise (fall) monotonically along one
+    # raised-cosine ramp from the track's first frame (to its last)
+    ramp = 5
+    entering = {i: det((150 + i, 0)) for i in range(20, 60) if i not in (23, 24, 25)}
+    out_gap = (37,) if hold == 0 else (35, 36, 37, 38)
+    leaving = {i: det((300 - i, 0)) for i in range(40) if i not in out_gap}
+    dets = [[det((i, 0))] + [d[i] for d in (entering, leaving) if i in d] for i in range(60)]
+    cfg = TrackConfig(ramp_frames=ramp, hold_frames=hold)
+    out = run(Tracker(cfg), dets)
+    whole = Tracker(cfg)
+    whole.lookahead = 10 ** 6  # sees the whole future: the weights handed on are final
+    assert [[f.weight for f in g.faces] for g in out] == \
+        [[f.weight for f in g.faces] for g in run(whole, dets)]
+    tracks = {}  # track id -> its weight in each frame it is in
+    for g in out:
+        for f in g.faces:
+            tracks.setdefault(f.track_id, {})[g.index] = f.weight
+    assert len(tracks) == 3
+    w_in, w_out = (next(w for w in tracks.values() if min(w) == 20),
+                   next(w for w in tracks.values() if max(w) == 39))
+    rising = [(k + 1) / (ramp + 1) for k in range(ramp)]
+    assert sorted(w_in) == list(range(20, 60))
+    np.testing.assert_allclose([w_in[20 + k] for k in range(ramp)],
+                               [0.5 - 0.5 * np.cos(np.pi * x) for x in rising])
+    assert np.all(np.diff([w_in[i] for i in range(20, 30)]) >= 0)
+    assert all(w_in[i] == 1.0 for i in range(20 + ramp, 60))
+    assert sorted(w_out) == list(range(40))
+    np.testing.assert_allclose([w_out[39 - k] for k in range(ramp)],
+                               [0.5 - 0.5 * np.cos(np.pi * x) for x in rising])
+    assert np.all(np.diff([w_out[i] for i in range(30, 40)]) <= 0)
+    assert all(w_out[i] == 1.0 for i in range(40 - ramp))
+    steady = next(w for w in tracks.values() if len(w) == 60)
+    assert all(w == 1.0 for w in steady.values())
+
+
+def test_a_long_gap_while_a_face_fades_in_still_fades_it_out():
+    # the same entering face lost for 8 frames (a hand in front) during its fade-in: no face
+    # is restored onto the hand, the gap's frames away from a detection get 0
+    dets = [[det((i, 0))] + ([det((150 + i, 0))] if i >= 20 and not 23 <= i < 31 else [])
+            for i in range(60)]
+    out = run(Tracker(TrackConfig()), dets)
+    w = {g.index: f.weight for g in out for f in g.faces if f.track_id == 2}
+    assert all(w[i] == 0.0 for i in range(24, 30)) and w[40] == 1.0
+
+
+def test_a_blank_frame_in_a_gap_while_a_face_fades_in_still_gets_0_alone():
+    # the entering face's gap (23-25) is bridged by its fade-in, but frame 24 is blown out to
+    # white: no face to restore there (weight 0), its neighbours stay on the ramp
+    texture = np.random.default_rng(5).integers(0, 256, (120, 400, 3), np.uint8)
+    white = np.full_like(texture, 255)
+    dets = [[det((150 + i, 0))] if i >= 20 and i not in (23, 24, 25) else [] for i in range(50)]
+    out = run(Tracker(TrackConfig(ramp_frames=5, hold_frames=1)), dets,
+              image=lambda i: white if i == 24 else texture)
+    w = {g.index: f.weight for g in out for f in g.faces}
+    assert sorted(w) == list(range(20, 50))
+    assert w[24] == 0.0
+    assert np.all(np.diff([w[i] for i in range(20, 24)]) > 0) and w[23] > 0.5
+    assert all(w[i] == 1.0 for i in range(25, 50))  # the ramp's 5 frames are 20-24
