@@ -514,3 +514,13 @@ def test_mp4_and_mov_keep_a_late_first_frame_exactly(tmp_path, suffix, segment_s
     summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
     assert summary.segments == (1 if not segment_seconds else 3)
     assert video_times(Path(summary.output)) == times  # every frame at its instant, exactly
+
+
+def test_segments_of_an_mpeg_ts_film_keep_every_frame(tmp_path):
+    # MPEG-TS seeks by byte position and landed past the keyframe asked for (a camcorder's
+    # .MTS): a segment came out empty and the run stopped; frames could have been skipped
+    src = make_clip(tmp_path / "camcorder.ts", frames=40, size=(64, 48), gop=10)
+    cfg = RestoreConfig().replace("pipeline", segment_seconds=0.4)
+    summary = identity(src, tmp_path / "out.mkv", cfg=cfg)
+    assert summary.segments >= 3 and summary.frames == 40
+    assert video_times(Path(summary.output)) == pytest.approx(video_times(src), abs=5e-4)

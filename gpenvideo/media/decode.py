@@ -38,6 +38,7 @@ HD_HEIGHT = 720  # untagged sources at least this tall are taken to be BT.709, a
 # longer than the video).
 TRUNCATION_SLACK = 1.0
 TRUNCATION_FRACTION = 0.05
+SEEK_PROBE_PACKETS = 2000  # video packets read after a seek to find where it landed
 MAX_FRAME_RATE = 1000  # frames/s: a stream claiming more is taken to mis-report (frame_rate)
 LAST_PACKETS = 8  # a packet cut short among the last ones read: the file ends inside a packet
 
@@ -386,9 +387,22 @@ class Decoder:
         log.warning("%s", note)
 
     def _seek(self, pts: int) -> None:
-        """Restart decoding at the keyframe at or before `pts`, with a fresh deinterlacer."""
+        """Restart decoding at a keyframe at or before `pts`, with a fresh deinterlacer.
+
+        Demuxers that seek by byte position (MPEG-TS, MPEG-PS) may land past `pts`; then the
+        seek is retried from further back (1, 2, 4 ... s earlier, down to the file's start), so
+        no frame at or after `pts` is ever skipped."""
+        step = max(1, round(1 / self.info.time_base))  # one second in stream units
+        target = pts
         try:
-            self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+            while True:
+                self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                landed = self._first_keyframe_pts()
+                if landed is not None and landed <= pts or target < self._start_pts - step:
+                    break  # (None: it landed past the last keyframe)
+                target -= step
+                step *= 2
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
             raise InputError(f"{self.path}: cannot seek to {float(pts * self.info.time_base):.3f} s "
                              f"({_reason(exc)}); process it with --segment-seconds 0") from exc
@@ -398,6 +412,16 @@ class Decoder:
         if self._graph is not None:
             mode = "all" if self.cfg.deinterlace == "on" else "interlaced"
             self._graph = self._build_deinterlacer(self._first_format, mode)
+
+    def _first_keyframe_pts(self, packets: int = SEEK_PROBE_PACKETS) -> int | None:
+        """The pts of the first keyframe the demuxer now reads (it is moved on: seek again),
+        None if none comes within `packets` video packets."""
+        for n, packet in enumerate(self._container.demux(self._stream)):
+            if n >= packets:
+                return None
+            if packet.is_keyframe and packet.pts is not None:
+                return packet.pts
+        return None
 
     def close(self) -> None:
         self._container.close()
