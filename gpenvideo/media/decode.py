@@ -404,8 +404,9 @@ class Decoder:
                 step *= 2
             self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
-            raise InputError(f"{self.path}: cannot seek to {float(pts * self.info.time_base):.3f} s "
-                             f"({_reason(exc)}); process it with --segment-seconds 0") from exc
+            at = float(pts * self.info.time_base)
+            raise InputError(f"{self.path}: cannot seek to {at:.3f} s ({_reason(exc)}); "
+                             "process it with --segment-seconds 0") from exc
         self._stream.codec_context.flush_buffers()
         self._first = None
         self._raw = self._decoded_frames()
