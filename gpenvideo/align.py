@@ -49,9 +49,16 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def face_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(2, 3) matrix from frame coordinates to the size x size aligned crop."""
-    return umeyama(landmarks, template(size))
+def face_transform(landmarks: np.ndarray, size: int,
+                   aspect: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """(2, 3) matrix from frame coordinates to the size x size aligned crop. aspect: (x, y)
+    display size of one frame pixel (TrackedFace.aspect): the similarity is fitted to the face
+    as displayed, so on non-square pixels the matrix also undoes their stretch."""
+    ax, ay = aspect
+    if ax == ay == 1.0:
+        return umeyama(landmarks, template(size))
+    shown = umeyama(np.asarray(landmarks, np.float64) * (ax, ay), template(size))
+    return shown * np.array([ax, ay, 1.0])  # frame -> display -> crop
 
 
 def hanning(shape: tuple[int, ...]) -> np.ndarray:

@@ -81,10 +81,10 @@ def track_video(input: str | Path, output: str | Path | None = None, *,
         raise InputError(f"{output}: is the input file; choose another output name")
     crop_size = model_crop_size(cfg)
     detect = DetectStage(create_detector(cfg.detect, cfg.model.weights_dir, cfg.model.device))
-    tracker = Tracker(cfg.track)
     frames_out = []
     with Decoder(input, cfg.decode) as decoder:
         info = decoder.info
+        tracker = Tracker(cfg.track, info.pixel_aspect())
         quality = QualityStage(TrackLedger(seconds=lambda pts: float(pts * info.time_base)))
         chain = [detect, tracker, Registrar(cfg.register), quality]
         for frame in engine.run_chain(decoder.frames(), chain):
@@ -156,7 +156,8 @@ def restore_recipe(cfg: RestoreConfig) -> segments.Recipe:
     def build(info) -> list:
         ledger = TrackLedger(chooser(cfg.select.faces, cfg.select.skip_faces),
                              seconds=lambda pts: float(pts * info.time_base))
-        return [DetectStage(detector), Tracker(cfg.track), Registrar(cfg.register),
+        return [DetectStage(detector), Tracker(cfg.track, info.pixel_aspect()),
+                Registrar(cfg.register),
                 SelectStage(ledger),
                 RestoreStage(runner.restore_on_device if cuda else runner.restore, size,
                              runner.batch_size, runner.device if cuda else None, parser,

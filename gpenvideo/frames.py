@@ -44,6 +44,15 @@ class VideoInfo:
         """numpy dtype of Frame.image: uint8 for 8-bit sources, uint16 for deeper ones."""
         return np.uint8 if self.bit_depth <= 8 else np.uint16
 
+    def pixel_aspect(self) -> tuple[float, float]:
+        """(x, y) display size of one pixel of the upright frames the stages see: the sample
+        aspect ratio across the stored picture's width (its height once a 90-degree rotation
+        has turned it upright); (1, 1) for square pixels or when the file does not say."""
+        sar = float(self.sample_aspect_ratio) if self.sample_aspect_ratio else 1.0
+        if sar <= 0 or sar == 1.0:
+            return (1.0, 1.0)
+        return (1.0, sar) if self.rotation in (90, -90, 270, -270) else (sar, 1.0)
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -67,8 +76,11 @@ class TrackedFace:
     # track's ends and across filled-in frames of low confidence (1 elsewhere)
     weight: float = 1.0
     # (2, 3) float64 frame -> aligned 512-px template crop, refined by registration over time;
-    # None: align.face_transform(smoothed, 512). For a crop of S pixels use matrix * (S / 512).
+    # None: align.face_transform(smoothed, 512, aspect). For an S-pixel crop: matrix * (S / 512).
     matrix: np.ndarray | None = None
+    # (x, y) display size of one frame pixel (VideoInfo.pixel_aspect): faces are aligned as
+    # they are seen, so a tape capture's non-square pixels do not stretch the model's crop
+    aspect: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass

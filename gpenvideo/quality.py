@@ -113,7 +113,7 @@ def crop_matrix(face: TrackedFace, size: int = QUALITY_SIZE) -> np.ndarray:
     one (TrackedFace.matrix, for a 512 crop), else the smoothed landmarks' similarity."""
     matrix = getattr(face, "matrix", None)
     if matrix is None:
-        return align.face_transform(face.smoothed, size)
+        return align.face_transform(face.smoothed, size, getattr(face, "aspect", (1.0, 1.0)))
     return np.asarray(matrix, np.float64) * (size / 512.0)
 
 

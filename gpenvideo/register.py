@@ -161,7 +161,7 @@ def refined(matrix: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def landmark_matrix(face: TrackedFace) -> np.ndarray:
     """(2, 3) float64 frame -> 512 template crop from the face's smoothed landmarks."""
-    return align.face_transform(face.smoothed, TEMPLATE_SIZE)
+    return align.face_transform(face.smoothed, TEMPLATE_SIZE, face.aspect)
 
 
 def crop_motion(images: list[np.ndarray], matrices: list[np.ndarray | None],

@@ -26,7 +26,7 @@ def crop_matrix(face: TrackedFace, size: int) -> np.ndarray:
     similarity of the smoothed landmarks onto the template."""
     if face.matrix is not None:
         return np.asarray(face.matrix, np.float64) * (size / 512)
-    return align.face_transform(face.smoothed, size)
+    return align.face_transform(face.smoothed, size, face.aspect)
 
 
 class RestoreStage:

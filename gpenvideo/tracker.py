@@ -301,8 +301,10 @@ class Tracker:
 
     name = "track"
 
-    def __init__(self, cfg: TrackConfig | None = None) -> None:
+    def __init__(self, cfg: TrackConfig | None = None,
+                 aspect: tuple[float, float] = (1.0, 1.0)) -> None:
         self.cfg = cfg or TrackConfig()
+        self.aspect = aspect  # (x, y) display size of a frame pixel, given to every face
         half = self.cfg.smoothing_window // 2
         # frames seen past a frame before its faces are final: its track's future must be
         # known over the smoothing window or the ramp, plus a gap, a cut's grace period or the
@@ -439,7 +441,8 @@ class Tracker:
                 raw=None if det is None else det.landmarks.astype(np.float32),
                 smoothed=smoothed[index - lo].astype(np.float32), score=at.score,
                 weight=self._weight(track, index) * self._content(track, index, at.box,
-                                                                  image)))
+                                                                  image),
+                aspect=self.aspect))
         if self.cfg.max_faces:
             # the largest faces that are restored at all (weight above 0) first
             faces.sort(key=lambda f: (f.weight <= 0,

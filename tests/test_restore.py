@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import SHARED, shared_file, talking_head, tiny_gpen
@@ -238,3 +239,47 @@ def test_crops_cut_on_the_gpu_match_opencv():
     cv, gpu = crops_of(None), crops_of(torch.device("cuda"))
     diff = np.abs(cv.astype(int) - gpu)[:, 4:-4, 4:-4]
     assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
+
+
+def test_non_square_pixels_give_the_model_the_face_as_it_is_seen(tmp_path):
+    # a tape capture stores its picture squeezed (pixel aspect 32:27 here: 12% wider shown than
+    # stored); the aligned crop GPEN gets must be the face as displayed, as from square pixels
+    from fractions import Fraction
+
+    from clips import make_clip
+
+    from gpenvideo import api
+
+    source = talking_head(tmp_path / "square.mp4", 10)
+    with Decoder(source) as dec:
+        pictures = [f.image.copy() for f in dec.frames()]
+    sar = Fraction(32, 27)
+    h, w = pictures[0].shape[:2]
+    stored = round(w / float(sar) / 2) * 2
+    squeezed = make_clip(tmp_path / "tape.mp4", frames=10, size=(stored, h), sar=sar,
+                         codec="libx264", image_fn=lambda i: cv2.resize(
+                             pictures[i], (stored, h), interpolation=cv2.INTER_AREA))
+    with Decoder(squeezed) as dec:
+        assert dec.info.pixel_aspect() == pytest.approx((float(sar), 1.0))
+    weights = dict(weights_dir=str(SHARED / "weights"), model="gpen-bfr-512")
+    docs = [api.track_video(str(clip), **weights) for clip in (source, squeezed)]
+    frame = 5
+    crops, matrices = [], []
+    for clip, doc in zip((source, squeezed), docs):
+        face = next(f for f in doc["frames"][frame]["faces"])
+        matrices.append(np.array(face["transform"], np.float64))
+        with Decoder(clip) as dec:
+            image = next(f.image for f in dec.frames() if f.index == frame)
+        crops.append(align.warp(image, matrices[-1], doc["crop_size"]).astype(int))
+    # the tape's matrix stretches its columns by the pixel aspect; the square one does not
+    norms = [np.linalg.norm(m[:, :2], axis=0) for m in matrices]
+    assert norms[0][0] / norms[0][1] == pytest.approx(1.0, abs=1e-6)
+    assert norms[1][0] / norms[1][1] == pytest.approx(float(sar), rel=1e-6)
+    seen, from_tape = crops
+    squashed = align.warp(cv2.resize(pictures[frame], (stored, h), interpolation=cv2.INTER_AREA),
+                          align.face_transform(np.array(docs[1]["frames"][frame]["faces"][0][
+                              "smoothed"], np.float64), docs[1]["crop_size"]),
+                          docs[1]["crop_size"]).astype(int)
+    # what the model gets from the tape is the face as seen (up to the two detections'
+    # differences), far closer than the squeezed face it got before (looked at: same width)
+    assert np.abs(seen - from_tape).mean() < 0.6 * np.abs(seen - squashed).mean()
