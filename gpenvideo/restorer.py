@@ -134,8 +134,8 @@ def to_device(array: np.ndarray, device):
 class FacePath:
     """The face path on a torch device (the GPU GPEN runs on; the CPU in tests): for each face,
     shrink the crop, the restored face and the mask to the face's size in the frame (area
-    averaging), colour-match and blend there, and warp face and alpha into a patch over the
-    face's bounding box in the frame (after --upscale). Matches compositor.face_patch (OpenCV)
+    averaging), colour-match there, and warp face and alpha (times the strength) into a patch
+    over the face's bounding box in the frame (after --upscale). Matches compositor.face_patch (OpenCV)
     within rounding. On CUDA the patches come back through pinned memory on a copy stream of
     their own, with one wait per batch, not per face; so do the quality figures' small greys
     of each crop and restored face (grey_size), so nothing else waits on the GPU."""
@@ -154,7 +154,7 @@ class FacePath:
         cuda = self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(self.device) if cuda else None
 
-    def __call__(self, crops, restored, masks, jobs) -> list:
+    def __call__(self, crops, restored, masks, jobs) -> tuple[list, list]:
         """crops, restored: (N, S, S, 3) uint8 tensors (or numpy); masks: (N, S, S) or Nones;
         jobs: (frame, TrackedFace, matrix) per face. Returns per face the patch tuple of
         RestoredFace.patch, or None where nothing is pasted, and per face the pair of
@@ -169,7 +169,8 @@ class FacePath:
                 strength = self.strength * face.weight
                 h, w = frame.image.shape[:2]
                 up = self.cfg.upscale
-                place = align.placement(align.scaled_transform(matrix, up), self.size, w * up, h * up)
+                place = align.placement(align.scaled_transform(matrix, up), self.size,
+                                        w * up, h * up)
                 if strength <= 0 or place is None:
                     out.append(None)
                     continue
