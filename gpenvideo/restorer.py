@@ -136,9 +136,9 @@ class FacePath:
     shrink the crop, the restored face and the mask to the face's size in the frame (area
     averaging), colour-match there, and warp face and alpha (times the strength) into a patch
     over the face's bounding box in the frame (after --upscale). Matches compositor.face_patch
-    (OpenCV) within rounding. On CUDA the patches come back through pinned memory on a copy stream of
-    their own, with one wait per batch, not per face; so do the quality figures' small greys
-    of each crop and restored face (grey_size), so nothing else waits on the GPU."""
+    (OpenCV) within rounding. On CUDA the patches come back through pinned memory on a copy
+    stream of their own, with one wait per batch, not per face; so do the quality figures'
+    small greys of each crop and restored face (grey_size), so nothing else waits on the GPU."""
 
     def __init__(self, cfg: CompositeConfig, size: int, strength: float, device,
                  grey_size: int | None = None) -> None:
