@@ -57,9 +57,12 @@ class Segment:
 def plan(index: media.StreamIndex | None, seconds: float, lead: int, tail: int) -> list[Segment]:
     """Cut at the first keyframe at least `seconds` after the previous cut. Each segment decodes
     from a keyframe at least `lead` frames before its first frame (as far as the file allows)
-    and `tail` frames past its end. One segment when `seconds` is 0 or the film is short."""
+    and `tail` frames past its end. One segment when `seconds` is 0, the film is short or its
+    timestamps start below zero."""
     whole = [Segment(0, None, None, None, None)]
-    if index is None or seconds <= 0 or not index.pts:
+    if index is None or seconds <= 0 or not index.pts or index.pts[0] < 0:
+        # (negative timestamps: an MPEG-TS whose clock wrapped; its segments, written with
+        # timestamps before zero, did not join up: one piece keeps every frame)
         return whole
     step = seconds / index.time_base
     cuts: list[int] = []

@@ -55,6 +55,19 @@ def test_plan_cuts_at_keyframes_with_lead_in_and_run_out():
                                                                                  None, None)]
 
 
+
+def test_a_film_whose_timestamps_start_below_zero_runs_in_one_piece():
+    # an MPEG-TS whose 33-bit clock wrapped reads with negative timestamps; cut into segments
+    # it came out with frames missing and timestamps going backwards (exit 0)
+    from fractions import Fraction
+
+    index = media.StreamIndex(pts=list(range(-50, 50)), keyframes=list(range(-50, 50, 10)),
+                              time_base=Fraction(1, 10))
+    assert len(segments.plan(index, seconds=2.5, lead=6, tail=4)) == 1
+    shifted = media.StreamIndex(pts=list(range(100)), keyframes=list(range(0, 100, 10)),
+                                time_base=Fraction(1, 10))
+    assert len(segments.plan(shifted, seconds=2.5, lead=6, tail=4)) == 4
+
 def test_segmented_transcode_keeps_every_timestamp_and_the_audio(tmp_path):
     src = make_clip(tmp_path / "long.mp4", seconds=8, gop=25, audio=1)
     out = tmp_path / "out.mp4"
