@@ -524,3 +524,15 @@ def test_segments_of_an_mpeg_ts_film_keep_every_frame(tmp_path):
     summary = identity(src, tmp_path / "out.mkv", cfg=cfg)
     assert summary.segments >= 3 and summary.frames == 40
     assert video_times(Path(summary.output)) == pytest.approx(video_times(src), abs=5e-4)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_pixel_aspect_an_mkv_cannot_mark_for_ffv1_is_said(tmp_path, suffix):
+    # Matroska marks it in a stream header PyAV cannot set; FFV1 does not carry it itself
+    src = make_clip(tmp_path / "tape.mp4", frames=5, size=(64, 48), sar=Fraction(8, 9))
+    cfg = RestoreConfig().replace("encode", codec="ffv1")
+    summary = identity(src, tmp_path / f"out{suffix}", cfg=cfg)
+    with av.open(summary.output) as c:
+        kept = c.streams.video[0].sample_aspect_ratio == Fraction(8, 9)
+    said = any("pixel aspect ratio 8/9" in n for n in summary.notes)
+    assert (kept, said) == ((False, True) if suffix == ".mkv" else (True, False))

@@ -124,6 +124,8 @@ NVENC_CODECS = ("h264_nvenc", "hevc_nvenc")
 WHOLE_CHROMA_CODECS = ("libx264", "libx265", *NVENC_CODECS)
 # Source codecs of editing intermediates: in a .mov they are restored to ProRes.
 INTERMEDIATE_CODECS = ("prores", "dnxhd", "cfhd")
+# encoders whose bitstream carries the pixel aspect ratio (an .mkv keeps it through them)
+SAR_IN_PICTURE = ("libx264", "libx265", *NVENC_CODECS)
 PROBE_SIZE = 256  # width and height of the picture an encoder is opened on to see that it works
 
 
@@ -190,7 +192,8 @@ def resolve_encode(cfg: EncodeConfig, info: VideoInfo, fmt: str | None,
         prores = ", a .mov output gives ProRes" if pro else ""
         keep = ("--codec libx264 keeps its chroma and depth (High 4:2:2/4:4:4, which many "
                 f"players cannot open){prores}" if info.chroma != "411" else
-                "--codec ffv1 keeps its 4:1:1 chroma (H.264 cannot store 4:1:1)")
+                "--codec ffv1 keeps its 4:1:1 chroma (H.264 cannot store 4:1:1) and, in an .mp4 "
+                "output, its pixel aspect ratio")
         note = (f"the {info.pix_fmt} source is written as H.264 4:2:0 8-bit (High profile), "
                 f"which every player opens; {keep}")
         return dataclasses.replace(cfg, codec="libx264", pix_fmt="yuv420p"), [note]
@@ -339,6 +342,12 @@ class Encoder:
         stream.time_base = info.time_base
         if info.sample_aspect_ratio and info.sample_aspect_ratio != 1:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
+            if codec not in SAR_IN_PICTURE and self._out.format.name.startswith("matroska"):
+                # Matroska marks it in the stream header, which PyAV cannot set; MP4/MOV take
+                # it from the encoder, H.264/HEVC carry it in the picture itself
+                self._note(f"the source's pixel aspect ratio {info.sample_aspect_ratio} cannot "
+                           f"be marked in an .mkv holding {codec}: players will show the "
+                           "picture stretched; write .mp4 to keep it, or use --codec libx264")
         cc.color_range = output_color_range(info, cc.pix_fmt)
         cc.colorspace = info.colorspace
         cc.color_primaries = info.color_primaries
