@@ -306,5 +306,6 @@ def format_track_table(rows: list[dict], flicker: bool = True, indent: str = "  
 
 
 def _clock(seconds: float) -> str:
-    """m:ss.s"""
-    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+    """m:ss.s, with a minus sign before zero (a film whose timestamps start below it)."""
+    minutes, rest = divmod(round(abs(seconds), 1), 60)
+    return f"{'-' if seconds < 0 else ''}{int(minutes)}:{rest:04.1f}"

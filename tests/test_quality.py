@@ -240,3 +240,12 @@ def test_bad_face_ids_are_refused(two_faces, capsys):
         main(["restore", str(two_faces), "--faces", "a,b"])
     assert exit_.value.code == 2
     assert "track ids" in capsys.readouterr().err
+
+
+def test_the_track_table_prints_times_before_zero_and_rounds_into_the_minute():
+    from gpenvideo.quality import format_track_table
+
+    row = dict(track=1, first=-12.32, last=59.97, frames=3, frames_restored=3, face_size=50,
+               motion=0.01, flicker=1.0)
+    line = format_track_table([row]).splitlines()[-1].split()
+    assert line[1:3] == ["-0:12.3", "1:00.0"]
