@@ -149,8 +149,8 @@ MASK_AXES = (0.40, 0.44)
 def face_mask(size: int, feather: float) -> np.ndarray:
     """(size, size) float32 mask in [0, 1]: 0 on and outside the face ellipse (MASK_CENTER,
     MASK_AXES), rising inwards over `feather` * size pixels along a smootherstep (flat at
-    both ends of the ramp, so the change starts with fractions of a level), 1 further in. It is exactly 0 on a band along every side of the
-    crop (at least 5% of its size)."""
+    both ends of the ramp, so the change starts with fractions of a level), 1 further in. It
+    is exactly 0 on a band along every side of the crop (at least 5% of its size)."""
     centre = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres, crop units
     u = (centre - MASK_CENTER[0]) / MASK_AXES[0]  # (size,) along x
     v = (centre - MASK_CENTER[1]) / MASK_AXES[1]  # (size,) along y

@@ -155,9 +155,10 @@ def run_batch(jobs: list[Job], cfg: RestoreConfig, *, identity: bool = False,
     """Restore every job in turn. A file that fails, whatever the error, is reported
     (Outcome.status "failed" with the one-line cause, logged as an error) and the batch goes
     on; Ctrl-C (KeyboardInterrupt, Cancelled) stops it, the file it stopped in handed to
-    on_done as "interrupted" and each later one as "not started". With a single job its outcome is handed
-    to on_done and then its error raised: a GpenVideoError (a filesystem failure becomes an
-    OutputError naming the user's file or folder), or the unexpected exception as it was.
+    on_done as "interrupted" and each later one as "not started". With a single job its
+    outcome is handed to on_done and then its error raised: a GpenVideoError (a filesystem
+    failure becomes an OutputError naming the user's file or folder), or the unexpected
+    exception as it was.
     debug: keep each failure's traceback in Outcome.traceback and in the log.
     ray_address: render segments on a Ray cluster (distributed.RayExecutor; "" starts a local
     one); None renders here. Raises InputError, before Ray is started, for --faces/--skip-faces

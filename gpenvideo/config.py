@@ -135,7 +135,8 @@ class SelectConfig:
 class PipelineConfig:
     queue_size: int = 16  # frames held between two stages (bounds memory)
     progress: bool = True  # progress bar on stderr when it is a terminal
-    segment_seconds: float = 60.0  # long films run in resumable segments of about this length; 0: off
+    # long films run in resumable segments of about this length; 0: off
+    segment_seconds: float = 60.0
     resume: bool = True  # keep the finished segments of an interrupted run and go on after them
     # CPU threads for torch and OpenCV; 0: from the cores this process may use (threads.plan).
     # Speed only: the output does not depend on it.

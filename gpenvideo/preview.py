@@ -241,9 +241,7 @@ def preview(source: str | Path, output: str | Path | None = None,
         if not emitted:
             _count_frame_stages(timings)
             return None
-        moment = finish(chain, timings, emitted, [emitted[0]],
-                        emitted if clip_frames else [])[0]
-        return moment
+        return finish(chain, timings, emitted, [emitted[0]], emitted if clip_frames else [])[0]
 
     def _count_frame_stages(timings: dict[str, float]) -> None:
         nonlocal frame_seconds

@@ -96,8 +96,9 @@ def plan(index: media.StreamIndex | None, seconds: float, lead: int, tail: int) 
 
 class WorkFolder:
     """`.<output name>.gpenvideo-work/` beside the output: plan.json, and per finished segment
-    `seg-NNNNN.mov` (video only; .mp4 for codecs QuickTime cannot hold) with `seg-NNNNN.json` (its counts). A segment is finished when
-    its JSON exists; both are written durably (fsync, then rename)."""
+    `seg-NNNNN.mov` (video only; .mp4 for codecs QuickTime cannot hold) with `seg-NNNNN.json`
+    (its counts). A segment is finished when its JSON exists; both are written durably (fsync,
+    then rename)."""
 
     def __init__(self, output: Path, suffix: str = SEGMENT_SUFFIX) -> None:
         self.path = output.with_name(f".{output.name}.gpenvideo-work")
@@ -287,7 +288,8 @@ def execute(plan: RunPlan, recipe: Recipe, progress: ProgressCallback | None = N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if summary.written_pts is not None and summary.written_known:  # a cut-off file: what was written, not what it claims
+    # a cut-off file: what was written, not what it claims
+    if summary.written_pts is not None and summary.written_known:
         first, end = summary.written_pts
         summary.duration = float((end - first) * info.time_base)
     if summary.corrupt_packets:

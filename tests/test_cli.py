@@ -328,7 +328,8 @@ def test_the_line_after_a_resume_says_what_was_reused_and_what_this_run_rendered
     assert main([*args, "--resume"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote"))
     match = re.search(r": 100 frames, .*, 2 of 4 segments reused from an earlier run, the "
-                      r"other (\d+) frames rendered in [\d.]+ s, set-up included \([\d.]+ fps\)", line)
+                      r"other (\d+) frames rendered in [\d.]+ s, set-up included "
+                      r"\([\d.]+ fps\)", line)
     assert match, line
     assert int(match[1]) == 100 - reused  # the frames the fps counts
     doc = json.loads(manifest.manifest_path(out).read_text())["summary"]

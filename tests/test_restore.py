@@ -148,7 +148,8 @@ def test_color_matching_keeps_the_source_face_colour(color_match):
     shifts = []
     for frame in frames:
         inside = face_region(frame)
-        shifts.append(frame.image[inside][:, 0].mean() - originals[frame.index][inside][:, 0].mean())
+        shifts.append(frame.image[inside][:, 0].mean()
+                      - originals[frame.index][inside][:, 0].mean())
     if color_match:
         assert abs(np.mean(shifts)) < 3
     else:

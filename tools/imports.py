@@ -2,8 +2,9 @@
 rules (../shared/DESIGN.md, "Import rules"):
 
 - only gpenvideo/media/ imports av;
-- no stage (detector, tracker, register, restorer, compositor, quality) imports another stage, nor engine, segments, api, cli, batch or media (stages import
-  only frames, errors, config, align and models);
+- no stage (detector, tracker, register, restorer, compositor, quality) imports another
+  stage, nor engine, segments, api, cli, batch or media (stages import only frames, errors,
+  config, align and models);
 - frames and errors import nothing from the package; config only errors;
 - tracker imports no third-party package but numpy and scipy.
 

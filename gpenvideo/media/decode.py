@@ -398,7 +398,7 @@ class Decoder:
             while True:
                 self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
                 landed = self._first_keyframe_pts()
-                if landed is not None and landed <= pts or target < self._start_pts - step:
+                if (landed is not None and landed <= pts) or target < self._start_pts - step:
                     break  # (None: it landed past the last keyframe)
                 target -= step
                 step *= 2
